@@ -1,0 +1,1 @@
+"""Plain, Prefect-free functions behind each pipeline stage."""
