@@ -1,0 +1,1 @@
+"""Prefect flows and the `segments` command line that runs them."""

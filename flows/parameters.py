@@ -1,0 +1,105 @@
+"""The flow's parameters: one pydantic model, shown by the Prefect UI as a validated form."""
+
+import shlex
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.clean import DEFAULT_NON_PRODUCT_CODES
+from tasks.cluster import PROFILED_FEATURES
+from tasks.features import DEFAULT_CLUSTERING_FEATURES
+from tasks.publish import parse_target, validate_run_id
+
+class SegmentationParameters(BaseModel):
+    """Everything a run of `customer-segmentation` can be told."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | None = Field(
+        default=None,
+        description="Invoice-line export to segment: a Parquet or CSV file. Empty: generate the built-in synthetic demo data.",
+    )
+    target: str = Field(
+        default="artifacts",
+        description="Where to publish the run: a local directory or s3://bucket/prefix.",
+    )
+    run_id: str | None = Field(
+        default=None,
+        description="Name of the run's folder under <target>/runs/. Empty: a UTC timestamp plus a random suffix.",
+    )
+    countries: list[str] = Field(
+        default_factory=list,
+        description='Keep only customers of these countries, e.g. ["United Kingdom"]. Empty: all countries.',
+    )
+    non_product_codes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NON_PRODUCT_CODES),
+        description="StockCodes that are not products (postage, fees, discounts...); a trailing * matches a prefix.",
+    )
+    column_mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description='Rename the export\'s columns to the canonical ones, e.g. {"Customer": "CustomerID"}.',
+    )
+    snapshot_date: date | None = Field(
+        default=None, description="Date that Recency and Tenure count to. Empty: the day after the last invoice.",
+    )
+    features: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CLUSTERING_FEATURES), min_length=1,
+        description=f"Features that feed the clustering distance; any of {', '.join(PROFILED_FEATURES)}.",
+    )
+    scaler: Literal["standard", "robust"] = Field(
+        default="standard", description="Scaling after log1p: standard (mean/std) or robust (median/IQR).",
+    )
+    eps: float | None = Field(
+        default=None, gt=0, description="DBSCAN neighbourhood radius. Empty: the knee of the k-distance curve.",
+    )
+    min_samples: int | None = Field(
+        default=None, ge=1, description="DBSCAN core-point neighbourhood size. Empty: 2 x the number of features.",
+    )
+    min_segment_share: float = Field(
+        default=0.01, ge=0, lt=0.5, description="Clusters smaller than this share of customers join the outliers.",
+    )
+    demo_lines: int = Field(
+        default=200_000, ge=1_000, le=100_000_000, description="Size of the synthetic demo data when no input is given.",
+    )
+    seed: int = Field(default=42, ge=0, description="Seed for the demo data and every random step, for reproducible runs.")
+    retries: int = Field(default=2, ge=0, le=10, description="How often a failed stage is retried.")
+    retry_delay_seconds: float = Field(default=5.0, ge=0, le=600, description="Wait between retries of a stage.")
+
+    @field_validator("features")
+    @classmethod
+    def known_features(cls, features: list[str]) -> list[str]:
+        unknown = sorted(set(features) - set(PROFILED_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(PROFILED_FEATURES)}")
+        return features
+
+    @field_validator("target")
+    @classmethod
+    def valid_target(cls, target: str) -> str:
+        parse_target(target)
+        return target
+
+    @field_validator("run_id")
+    @classmethod
+    def valid_run_id(cls, run_id: str | None) -> str | None:
+        return run_id if run_id is None else validate_run_id(run_id)
+
+    def as_command_line(self, run_id: str) -> str:
+        """The `segments run` command that reproduces these parameters for the given run id."""
+        changed = self.model_dump(mode="json", exclude_defaults=True) | {"run_id": run_id}
+        words = ["segments", "run"]
+        for name, value in changed.items():
+            flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
+            if isinstance(value, list):
+                words += [word for item in value for word in (flag, str(item))]
+            elif isinstance(value, dict):
+                words += [word for key, item in value.items() for word in (flag, f"{key}={item}")]
+            else:
+                words += [flag, str(value)]
+        return shlex.join(words)
+
+
+# Flags that are repeated once per item read better in the singular.
+CLI_FLAGS = {"countries": "country", "non_product_codes": "non-product-code", "features": "feature",
+             "column_mapping": "column-map"}

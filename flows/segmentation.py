@@ -1,0 +1,185 @@
+"""The `customer-segmentation` flow: ingest -> clean -> features -> cluster -> report -> publish.
+
+Each stage is a thin Prefect task around a plain function in `tasks/`; the flow only wires them.
+"""
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from flows.parameters import SegmentationParameters
+from tasks import artifacts, clean, cluster, features, ingest, publish, report
+from tasks.errors import SegmentsError
+from tasks.generate import generate_transactions
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run tells its caller."""
+
+    run_id: str
+    raw_rows: int
+    clean_rows: int
+    quarantined_rows: int
+    customers: int
+    segments: int
+    outlier_share: float
+    report_url: str
+    manifest_url: str
+
+
+@task(name="ingest")
+def load_transactions(params: SegmentationParameters) -> ingest.IngestedTransactions:
+    """Read the export, or generate the synthetic demo data when no input is given."""
+    started = time.perf_counter()
+    if params.input is None:
+        loaded = ingest.from_generated(generate_transactions(params.demo_lines, seed=params.seed), params.seed)
+    else:
+        loaded = ingest.load_transactions(params.input, params.column_mapping)
+    _log_stage("ingest", started, rows=loaded.transactions.height, source=loaded.fingerprint.source)
+    return loaded
+
+
+@task(name="clean")
+def clean_transactions(raw: pl.DataFrame, params: SegmentationParameters) -> clean.CleanedTransactions:
+    """Apply the cleaning rules; every removed row lands in the quarantine with its rule."""
+    started = time.perf_counter()
+    options = clean.CleaningOptions(non_product_codes=tuple(params.non_product_codes), countries=tuple(params.countries))
+    cleaned = clean.clean_transactions(raw, options)
+    _log_stage("clean", started, clean_rows=cleaned.lines.height, quarantined_rows=cleaned.quarantine.height)
+    return cleaned
+
+
+@task(name="features")
+def build_features(cleaned: clean.CleanedTransactions, params: SegmentationParameters) -> pl.DataFrame:
+    """One row of behaviour features per customer."""
+    started = time.perf_counter()
+    customer_features = features.build_features(cleaned.lines, cleaned.returns, params.snapshot_date)
+    _log_stage("features", started, customers=customer_features.height)
+    return customer_features
+
+
+@task(name="cluster")
+def fit_segments(customer_features: pl.DataFrame, params: SegmentationParameters) -> cluster.Segmentation:
+    """DBSCAN segments with names, profiles and quality metrics."""
+    started = time.perf_counter()
+    options = cluster.ClusteringOptions(
+        features=tuple(params.features), scaler=params.scaler, eps=params.eps, min_samples=params.min_samples,
+        min_segment_share=params.min_segment_share, seed=params.seed,
+    )
+    segmentation = cluster.fit_segments(customer_features, options)
+    _log_stage("cluster", started, eps=round(segmentation.eps, 4), min_samples=segmentation.min_samples,
+               **segmentation.metrics)
+    return segmentation
+
+
+@task(name="report")
+def render_report(
+    run_id: str, params: SegmentationParameters, loaded: ingest.IngestedTransactions,
+    cleaned: clean.CleanedTransactions, customer_features: pl.DataFrame, segmentation: cluster.Segmentation,
+) -> tuple[dict[str, bytes], dict]:
+    """Every file of the run (data exports, charts, report.html) and the manifest's body."""
+    started = time.perf_counter()
+    segments = artifacts.segment_table(customer_features, segmentation)
+    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples,
+               **artifacts.planted_agreement(segments, loaded.planted_archetypes)}
+    inputs = report.ReportInputs(
+        run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaned.quality(),
+        k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
+        projection=segmentation.projection, metrics=metrics, parameters=params.model_dump(mode="json"),
+        input_description=ingest.describe(loaded), reproduce_command=params.as_command_line(run_id),
+    )
+    charts = report.render_charts(inputs)
+    files = {
+        **artifacts.data_files(segments, segmentation, cleaned),
+        **{f"charts/{name}": png for name, png in charts.items()},
+        "report.html": report.render_report_html(inputs, charts).encode(),
+    }
+    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), loaded.fingerprint, cleaned, segments, metrics)
+    _log_stage("report", started, files=len(files))
+    return files, manifest
+
+
+@task(name="publish")
+def publish_run(run_id: str, target: str, files: dict[str, bytes], manifest: dict) -> publish.PublishedRun:
+    """Store the files, then the manifest, then latest.json; publish the run's Prefect artifacts."""
+    started = time.perf_counter()
+    published = publish.publish_run(publish.open_store(target), run_id, files, manifest)
+    _log_stage("publish", started, files=len(published.files), manifest=published.manifest_url)
+    return published
+
+
+@flow(name="customer-segmentation")
+def customer_segmentation(params: SegmentationParameters = SegmentationParameters()) -> RunSummary:
+    """Find campaign-ready customer segments in an invoice-line export and publish them."""
+    run_id = params.run_id or new_run_id()
+    retrying = {"retries": params.retries, "retry_delay_seconds": params.retry_delay_seconds,
+                "retry_condition_fn": is_transient_failure}
+    loaded = load_transactions.with_options(**retrying)(params)
+    cleaned = clean_transactions.with_options(**retrying)(loaded.transactions, params)
+    customer_features = build_features.with_options(**retrying)(cleaned, params)
+    segmentation = fit_segments.with_options(**retrying)(customer_features, params)
+    files, manifest = render_report.with_options(**retrying)(run_id, params, loaded, cleaned, customer_features, segmentation)
+    published = publish_run.with_options(**retrying)(run_id, params.target, files, manifest)
+    summary = RunSummary(
+        run_id=run_id,
+        raw_rows=cleaned.raw_rows,
+        clean_rows=cleaned.lines.height,
+        quarantined_rows=cleaned.quarantine.height,
+        customers=customer_features.height,
+        segments=segmentation.metrics["segments"],
+        outlier_share=segmentation.metrics["outlier_share"],
+        report_url=published.files["report.html"],
+        manifest_url=published.manifest_url,
+    )
+    publish_prefect_artifacts(summary, segmentation.profiles)
+    return summary
+
+
+def is_transient_failure(task, task_run, state) -> bool:
+    """Retry what the outside world may fix by itself; bad input or a refused bucket fail at once."""
+    try:
+        state.result()
+    except SegmentsError as error:
+        return getattr(error, "retryable", False)
+    except Exception:
+        return True
+    return False
+
+
+def new_run_id() -> str:
+    """UTC timestamp plus a random suffix: sortable, and unique even for runs started the same second."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def publish_prefect_artifacts(summary: RunSummary, profiles: pl.DataFrame) -> None:
+    """A markdown summary, the segment table and a link to the report, shown next to the run in the UI."""
+    create_markdown_artifact(
+        key="run-summary",
+        markdown=(
+            f"# Customer segmentation {summary.run_id}\n\n"
+            f"| rows in | quarantined | clean | customers | segments | outliers |\n|---|---|---|---|---|---|\n"
+            f"| {summary.raw_rows:,} | {summary.quarantined_rows:,} | {summary.clean_rows:,} | {summary.customers:,} "
+            f"| {summary.segments} | {summary.outlier_share:.1%} |\n\nReport: {summary.report_url}\n"
+        ),
+        description="Counts of the run",
+    )
+    create_table_artifact(
+        key="segments",
+        table=profiles.select("segment", "segment_name", "customers", "customer_share", "revenue_share", "action")
+        .with_columns(pl.col("customer_share", "revenue_share").round(4))
+        .to_dicts(),
+        description="Campaign segments",
+    )
+    create_link_artifact(key="report", link=summary.report_url, link_text="report.html", description="The run's report")
+
+
+def _log_stage(stage: str, started: float, **counts) -> None:
+    """One structured line per stage: its name, wall time and counts."""
+    fields = " ".join(f"{key}={value}" for key, value in counts.items())
+    get_run_logger().info("stage=%s seconds=%.2f %s", stage, time.perf_counter() - started, fields)

@@ -1,0 +1,86 @@
+"""The run's files as bytes: data exports, quality figures and the manifest's body.
+
+Nothing here touches disk or network; the publisher stores what these functions return.
+"""
+
+import io
+import json
+import platform
+import re
+from datetime import datetime, timezone
+from importlib.metadata import version
+
+import polars as pl
+from sklearn.metrics import adjusted_rand_score
+
+from tasks.clean import CleanedTransactions
+from tasks.cluster import Segmentation
+from tasks.ingest import InputFingerprint
+
+PACKAGES = ("retail-segments", "prefect", "polars", "pandera", "scikit-learn", "matplotlib", "boto3", "numpy")
+CRM_COLUMNS = ("CustomerID", "segment_name", "risk", "Country", "Recency", "FrequencyPurchase", "Amount", "AvgOrderValue")
+
+
+def segment_table(features: pl.DataFrame, segmentation: Segmentation) -> pl.DataFrame:
+    """One row per customer: every feature, the DBSCAN cluster, the campaign segment and the risk."""
+    return features.join(segmentation.assignments, on="CustomerID", how="inner").sort("CustomerID")
+
+
+def data_files(segments: pl.DataFrame, segmentation: Segmentation, cleaned: CleanedTransactions) -> dict[str, bytes]:
+    """segments.parquet/.csv, profiles.csv, quality.json, quarantine.parquet and one CRM list per segment."""
+    files = {
+        "segments.parquet": parquet_bytes(segments),
+        "segments.csv": segments.write_csv().encode(),
+        "profiles.csv": segmentation.profiles.write_csv().encode(),
+        "quality.json": json_bytes(cleaned.quality()),
+        "quarantine.parquet": parquet_bytes(cleaned.quarantine),
+    }
+    for (name,), members in segments.group_by("segment_name", maintain_order=True):
+        files[f"exports/segment_{slug(name)}.csv"] = members.select(CRM_COLUMNS).sort("CustomerID").write_csv().encode()
+    return files
+
+
+def manifest_body(
+    run_id: str, parameters: dict, fingerprint: InputFingerprint, cleaned: CleanedTransactions,
+    segments: pl.DataFrame, metrics: dict,
+) -> dict:
+    """Everything about the run except the file list, which the publisher adds as it uploads."""
+    quality = cleaned.quality()
+    return {
+        "run_id": run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "parameters": parameters,
+        "input": {"source": fingerprint.source, "size_bytes": fingerprint.size_bytes, "sha256": fingerprint.sha256},
+        "counts": {
+            "raw_rows": quality["raw_rows"],
+            "clean_rows": quality["clean_rows"],
+            "quarantined_rows": quality["quarantined_rows"],
+            "removed_by_rule": {rule["rule"]: rule["removed_rows"] for rule in quality["rules"]},
+            "customers": segments.height,
+        },
+        "metrics": metrics,
+        "versions": {"python": platform.python_version(), **{package: version(package) for package in PACKAGES}},
+    }
+
+
+def planted_agreement(segments: pl.DataFrame, planted: pl.DataFrame | None) -> dict:
+    """Adjusted Rand index of the segments against the planted archetypes, when the data has them."""
+    if planted is None:
+        return {}
+    paired = segments.join(planted, on="CustomerID", how="inner")
+    return {"ari_vs_planted": float(adjusted_rand_score(paired["archetype"], paired["segment"]))}
+
+
+def slug(name: str) -> str:
+    """File-name-safe form of a segment name: 'High-value loyal' -> 'high-value_loyal'."""
+    return re.sub(r"[^a-z0-9-]+", "_", name.lower()).strip("_") or "segment"
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def json_bytes(document: dict) -> bytes:
+    return json.dumps(document, indent=2, default=str).encode()

@@ -1,0 +1,92 @@
+"""The `segments` command line: flags to parameters, the run summary, clear errors, generate."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.cli import build_parser, main, parameters_from
+from flows.parameters import SegmentationParameters
+
+SEGMENTS = Path(sys.executable).parent / "segments"
+
+
+def test_flags_become_validated_parameters():
+    arguments = build_parser().parse_args([
+        "run", "--input", "data.parquet", "--target", "s3://bucket/prefix", "--country", "United Kingdom",
+        "--country", "France", "--column-map", "Customer=CustomerID", "--eps", "0.4", "--feature", "Recency",
+        "--feature", "Amount", "--min-samples", "6",
+    ])
+    params = parameters_from(arguments)
+    assert params.input == "data.parquet" and params.target == "s3://bucket/prefix"
+    assert params.countries == ["United Kingdom", "France"]
+    assert params.column_mapping == {"Customer": "CustomerID"}
+    assert (params.eps, params.min_samples, params.features) == (0.4, 6, ["Recency", "Amount"])
+
+
+def test_reproduce_command_round_trips():
+    params = SegmentationParameters(input="in.csv", countries=["United Kingdom"], eps=0.3, column_mapping={"a": "b"})
+    words = __import__("shlex").split(params.as_command_line("run-1"))
+    assert words[:2] == ["segments", "run"]
+    again = parameters_from(build_parser().parse_args(words[1:]))
+    assert again == params.model_copy(update={"run_id": "run-1"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--eps", "-1"], "eps"),
+        (["--feature", "Shoe size"], "unknown feature(s) Shoe size"),
+        (["--run-id", "../escape"], "Invalid run id '../escape'"),
+        (["--target", "s3://x"], "not a valid bucket name"),
+    ],
+)
+def test_bad_parameters_are_rejected_before_any_work(flags, message, capsys):
+    assert main(["run", *flags]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert "Traceback" not in error
+
+
+def test_generate_writes_transactions_and_archetypes(tmp_path, capsys):
+    assert main(["generate", "--output", str(tmp_path), "--lines", "3000", "--seed", "3"]) == 0
+    transactions = pl.read_parquet(tmp_path / "transactions.parquet")
+    archetypes = pl.read_parquet(tmp_path / "archetypes.parquet")
+    assert abs(transactions.height - 3000) <= 150
+    assert set(transactions["CustomerID"].drop_nulls()) == set(archetypes["CustomerID"])
+    assert "transactions.parquet" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_console_script_runs_a_file_and_prints_the_summary(tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    assert main(["generate", "--output", str(tmp_path / "in"), "--lines", "20000"]) == 0
+    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    finished = subprocess.run(
+        [str(SEGMENTS), "run", "--input", str(tmp_path / "in" / "transactions.parquet"), "--target",
+         str(tmp_path / "out"), "--run-id", "cli-run", "--country", "United Kingdom"],
+        capture_output=True, text=True, env=environment, timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "Run cli-run completed." in finished.stdout
+    assert "rows quarantined" in finished.stdout
+    assert (tmp_path / "out" / "runs" / "cli-run" / "report.html").is_file()
+    quality = __import__("json").loads((tmp_path / "out" / "runs" / "cli-run" / "quality.json").read_text())
+    assert {rule["rule"]: rule["removed_rows"] for rule in quality["rules"]}["country_not_selected"] > 0
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_console_script_reports_bad_input_without_a_traceback(tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    finished = subprocess.run(
+        [str(SEGMENTS), "run", "--input", str(tmp_path / "absent.csv"), "--target", str(tmp_path / "out")],
+        capture_output=True, text=True, env=environment, timeout=300,
+    )
+    assert finished.returncode == 1
+    assert "absent.csv: no such file" in finished.stderr

@@ -1,0 +1,94 @@
+"""The whole flow in-process on small generated data, against a temporary Prefect API."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.parameters import SegmentationParameters
+from flows.segmentation import customer_segmentation
+from schemas import CustomerFeatures, SegmentAssignments
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    target = tmp_path_factory.mktemp("artifacts")
+    params = SegmentationParameters(target=str(target), run_id="test-run", demo_lines=20_000, seed=7)
+    state = customer_segmentation(params, return_state=True)
+    return state, target / "runs" / "test-run", target
+
+
+def test_run_completes_and_reconciles(finished_run):
+    state, run_dir, _ = finished_run
+    assert state.is_completed(), state.message
+    summary = state.result()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["raw_rows"] == counts["clean_rows"] + counts["quarantined_rows"]
+    assert counts["quarantined_rows"] == sum(counts["removed_by_rule"].values())
+    assert (summary.raw_rows, summary.clean_rows, summary.customers) == (
+        counts["raw_rows"], counts["clean_rows"], counts["customers"])
+    assert pl.read_parquet(run_dir / "quarantine.parquet").height == counts["quarantined_rows"]
+
+
+def test_manifest_lists_every_file_with_its_checksum(finished_run):
+    _, run_dir, target = finished_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    published = {path.relative_to(run_dir).as_posix() for path in run_dir.rglob("*") if path.is_file()}
+    assert {entry["name"] for entry in manifest["files"]} == published - {"manifest.json"}
+    for entry in manifest["files"]:
+        data = (run_dir / entry["name"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"])
+    assert {"report.html", "segments.parquet", "segments.csv", "profiles.csv", "quality.json"} <= published
+    assert any(name.startswith("charts/") for name in published)
+    assert manifest["parameters"]["seed"] == 7
+    assert set(manifest["versions"]) >= {"prefect", "polars", "pandera", "scikit-learn"}
+    assert json.loads((target / "latest.json").read_text())["run_id"] == "test-run"
+
+
+def test_segments_file_carries_features_and_assignments(finished_run):
+    _, run_dir, _ = finished_run
+    segments = pl.read_parquet(run_dir / "segments.parquet")
+    CustomerFeatures.validate(segments.select(list(CustomerFeatures.to_schema().columns)))
+    SegmentAssignments.validate(segments.select(list(SegmentAssignments.to_schema().columns)))
+    profiles = pl.read_csv(run_dir / "profiles.csv")
+    assert profiles["customers"].sum() == segments.height
+    assert set(profiles["segment_name"]) == set(segments["segment_name"])
+
+
+def test_planted_archetypes_are_recovered(finished_run):
+    _, run_dir, _ = finished_run
+    metrics = json.loads((run_dir / "manifest.json").read_text())["metrics"]
+    assert metrics["ari_vs_planted"] >= 0.9
+    assert metrics["segments"] >= 4
+
+
+def test_prefect_artifacts_describe_the_run(finished_run):
+    state, _, _ = finished_run
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    assert {artifact.key for artifact in artifacts} == {"run-summary", "segments", "report"}
+
+
+def test_bad_input_fails_the_run_at_once_with_the_reason(tmp_path):
+    params = SegmentationParameters(input=str(tmp_path / "missing.parquet"), target=str(tmp_path), retries=3,
+                                    retry_delay_seconds=0)
+    state = customer_segmentation(params, return_state=True)
+    assert state.is_failed()
+    assert "missing.parquet: no such file" in state.message
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert [(run.name.split("-")[0], run.run_count) for run in task_runs] == [("ingest", 1)]
+    assert not (Path(tmp_path) / "runs").exists()
