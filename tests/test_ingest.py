@@ -1,6 +1,7 @@
-"""Ingest: both UCI shapes, CSV and Parquet give the same frame, clear errors for bad input."""
+"""Ingest: every format and layout gives the same canonical frame; bad input gets a clear error."""
 
-import gzip
+import hashlib
+import zipfile
 
 import polars as pl
 import pytest
@@ -8,37 +9,22 @@ import pytest
 from schemas import RawTransactions
 from tasks.errors import InputError
 from tasks.ingest import load_transactions
-from tests.conftest import invoice_lines
-
-LINES = invoice_lines(
-    ("536365", "85123A", 6, "2010-12-01 08:26", 2.55, 17850),
-    ("536366", "22633", 6, "2010-12-01 08:28", 1.85, None),
-    ("C536379", "D", -1, "2011-12-09 12:50", 27.5, 14527, "France"),
+from tests.ingest_samples import (
+    LINES, LOCAL_FORMS, ONLINE_RETAIL_II_NAMES, as_us_text, write_latin1_csv, write_uci_xlsx,
+    xlsx_like_online_retail_ii,
 )
+from tests.xlsx_writer import write_xlsx
 
 
-def as_us_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """The widely shared CSV copy's style: month-first dates without leading zeros, float CustomerID."""
-    return frame.with_columns(
-        pl.col("InvoiceDate").dt.strftime("%-m/%-d/%Y %-H:%M"), pl.col("CustomerID").cast(pl.Float64),
-    )
-
-
-def test_parquet_and_csv_give_the_same_canonical_frame(tmp_path):
-    LINES.write_parquet(tmp_path / "lines.parquet")
-    as_us_text(LINES).write_csv(tmp_path / "lines.csv")
-    with gzip.open(tmp_path / "lines.csv.gz", "wb") as stream:
-        stream.write((tmp_path / "lines.csv").read_bytes())
-
-    frames = [load_transactions(tmp_path / name).transactions for name in ("lines.parquet", "lines.csv", "lines.csv.gz")]
-    for frame in frames:
-        assert frame.equals(LINES)
-        RawTransactions.validate(frame)
+@pytest.mark.parametrize("form", LOCAL_FORMS)
+def test_every_format_and_layout_gives_the_same_canonical_frame(form, tmp_path):
+    transactions = load_transactions(LOCAL_FORMS[form](tmp_path)).transactions
+    assert transactions.equals(LINES)
+    RawTransactions.validate(transactions)
 
 
 def test_online_retail_ii_names_are_mapped(tmp_path):
-    LINES.rename({"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"}).write_parquet(
-        tmp_path / "ii.parquet")
+    LINES.rename(ONLINE_RETAIL_II_NAMES).write_parquet(tmp_path / "ii.parquet")
     assert load_transactions(tmp_path / "ii.parquet").transactions.equals(LINES)
 
 
@@ -48,14 +34,25 @@ def test_user_mapping_covers_other_exports(tmp_path):
     assert loaded.transactions.equals(LINES)
 
 
-def test_fingerprint_is_size_and_sha256(tmp_path):
-    import hashlib
+@pytest.mark.parametrize("encoding, descriptions", [
+    ("cp1252", ["€5 VOUCHER", "“QUOTED” – DASH", "£ é ü"]),
+    ("latin-1", ["BYTE \x81 LEFT UNDEFINED BY CP1252", "£ é ü", "ÿ"]),
+])
+def test_non_utf8_csv_is_read_as_windows_1252_without_losing_a_byte(encoding, descriptions, tmp_path):
+    lines = LINES.with_columns(Description=pl.Series(descriptions))
+    (tmp_path / "lines.csv").write_bytes(as_us_text(lines).write_csv().encode(encoding))
+    assert load_transactions(tmp_path / "lines.csv").transactions.equals(lines)
 
+
+def test_fingerprint_is_size_and_sha256(tmp_path):
     path = tmp_path / "lines.parquet"
     LINES.write_parquet(path)
     fingerprint = load_transactions(path).fingerprint
     assert fingerprint.size_bytes == path.stat().st_size
     assert fingerprint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- bad input ---------------------------------------------------------------------------
 
 
 def test_missing_file_is_named(tmp_path):
@@ -66,10 +63,12 @@ def test_missing_file_is_named(tmp_path):
 def test_empty_and_header_only_files(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text(",".join(LINES.columns) + "\n")
-    with pytest.raises(InputError, match="empty"):
+    write_uci_xlsx(LINES.clear(), tmp_path / "header.xlsx")
+    with pytest.raises(InputError, match=r"empty\.csv: the file is empty"):
         load_transactions(tmp_path / "empty.csv")
-    with pytest.raises(InputError, match="header but no rows"):
-        load_transactions(tmp_path / "header.csv")
+    for name in ("header.csv", "header.xlsx"):
+        with pytest.raises(InputError, match=rf"{name}: there is a header but no rows"):
+            load_transactions(tmp_path / name)
 
 
 def test_missing_columns_are_listed_with_those_found(tmp_path):
@@ -90,25 +89,72 @@ def test_unparseable_dates_show_values_and_rows(tmp_path):
         load_transactions(tmp_path / "dates.csv")
 
 
+def test_errors_in_a_workbook_name_the_sheet_and_its_row(tmp_path):
+    second_year = LINES.tail(1).with_columns(pl.col("InvoiceDate").dt.strftime("%d.%m.%Y %H:%M"))
+    bad_date = pl.concat([second_year, second_year.with_columns(InvoiceDate=pl.lit("31.13.2011 10:00"))])
+    write_xlsx(tmp_path / "years.xlsx", {"Year 2009-2010": LINES.head(2), "Year 2010-2011": bad_date})
+    expected = r"years\.xlsx, sheet 'Year 2010-2011': column InvoiceDate .*'31\.13\.2011 10:00' \(row 2\)"
+    with pytest.raises(InputError, match=expected):
+        load_transactions(tmp_path / "years.xlsx")
+
+
 def test_non_numeric_customer_ids_are_named(tmp_path):
-    as_us_text(LINES).with_columns(pl.col("CustomerID").cast(pl.String).fill_null("guest")).write_csv(tmp_path / "ids.csv")
+    guest = as_us_text(LINES).with_columns(pl.col("CustomerID").cast(pl.String).fill_null("guest"))
+    guest.write_csv(tmp_path / "ids.csv")
     with pytest.raises(InputError, match=r"column CustomerID has 1 value\(s\).*'guest' \(row 2\)"):
         load_transactions(tmp_path / "ids.csv")
 
 
-def test_unsupported_format_and_corrupt_file(tmp_path):
+def test_unsupported_format_and_corrupt_files(tmp_path):
     (tmp_path / "lines.json").write_text("{}")
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(InputError, match=r"unsupported format \.json"):
+    (tmp_path / "broken.xlsx").write_bytes(b"this is not a zip archive")
+    (tmp_path / "broken.csv.gz").write_bytes(b"\x1f\x8b this is not gzip")
+    with pytest.raises(InputError, match=r"lines\.json: unsupported format \.json; use \.parquet, \.csv, \.csv\.gz, \."):
         load_transactions(tmp_path / "lines.json")
-    with pytest.raises(InputError, match=r"broken\.parquet: cannot be read"):
+    with pytest.raises(InputError, match=r"broken\.parquet: cannot be read as \.parquet \(.+\)\.$"):
         load_transactions(tmp_path / "broken.parquet")
+    with pytest.raises(InputError, match=r"broken\.xlsx: cannot be read as \.xlsx \(.*Zip.*\)\.$"):
+        load_transactions(tmp_path / "broken.xlsx")
+    with pytest.raises(InputError, match=r"broken\.csv\.gz: cannot be read as \.csv\.gz \(.+\)\.$"):
+        load_transactions(tmp_path / "broken.csv.gz")
+
+
+def test_workbooks_without_sheets_or_with_only_empty_sheets(tmp_path):
+    write_xlsx(tmp_path / "no sheets.xlsx", {})
+    write_xlsx(tmp_path / "blank.xlsx", {"Sheet1": pl.DataFrame(), "Sheet2": pl.DataFrame()})
+    assert zipfile.is_zipfile(tmp_path / "no sheets.xlsx")
+    with pytest.raises(InputError, match=r"no sheets\.xlsx: the workbook has no sheets\."):
+        load_transactions(tmp_path / "no sheets.xlsx")
+    with pytest.raises(InputError, match=r"blank\.xlsx: every sheet of the workbook is empty \('Sheet1', 'Sheet2'\)"):
+        load_transactions(tmp_path / "blank.xlsx")
+
+
+def test_a_workbook_sheet_missing_columns_is_named(tmp_path):
+    path = xlsx_like_online_retail_ii(tmp_path)
+    with pytest.raises(InputError, match=r"online_retail_II\.xlsx, sheet 'Year 2009-2010': required column\(s\) "
+                                         r"CustomerID missing; found Invoice, .*Customer ID"):
+        load_transactions(path, {"Customer ID": "Customer"})
+
+
+# --- the real data -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_data_exports(real_data, tmp_path_factory) -> dict[str, str]:
+    """The real data written once as the UCI CSV copy (Latin-1, US dates) and as the UCI workbook."""
+    folder = tmp_path_factory.mktemp("real")
+    lines = pl.read_parquet(real_data)
+    return {
+        "csv": str(write_latin1_csv(lines, folder / "Online Retail.csv")),
+        "xlsx": str(write_uci_xlsx(lines, folder / "Online Retail.xlsx")),
+    }
 
 
 @pytest.mark.slow
-def test_real_data_parquet_and_us_csv_agree(real_data, tmp_path):
+@pytest.mark.parametrize("form", ["csv", "xlsx"])
+def test_real_data_in_the_uci_csv_and_xlsx_shapes_equals_the_parquet(form, real_data, real_data_exports):
     from_parquet = load_transactions(real_data).transactions
-    as_us_text(from_parquet).write_csv(tmp_path / "online_retail.csv")
-    from_csv = load_transactions(tmp_path / "online_retail.csv").transactions
+    from_export = load_transactions(real_data_exports[form]).transactions
     assert from_parquet.height == 541_909
-    assert from_csv.equals(from_parquet)
+    assert from_export.equals(from_parquet)

@@ -1,0 +1,219 @@
+"""Input locations: a local file, folder or glob, an S3 object or prefix, or an HTTP(S) URL.
+
+Remote inputs are streamed to a temporary folder and then read like local files, so every format
+reader works on a file on disk and the fingerprint is of the bytes that were actually read.
+"""
+
+import glob
+import http.client
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from botocore import exceptions as boto_errors
+
+from tasks.errors import InputError
+from tasks.publish import S3Client, make_s3_client
+
+HTTP_TIMEOUT_SECONDS = 30.0  # per connect and per read, so a slow but steady download is not cut off
+HTTP_ATTEMPTS = 3  # the first try included; the flow's task retries come on top of these
+RETRY_BACKOFF_SECONDS = 0.25  # doubled after each failed attempt
+CHUNK_BYTES = 1 << 20
+
+_GLOB_CHARACTERS = frozenset("*?[")
+# Hidden files, and "~$name.xlsx", the lock file Excel keeps next to a workbook while it is open.
+_NOT_DATA_PREFIXES = (".", "~$")
+_RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})  # 4xx statuses that mean "try again later"
+_RETRYABLE_S3_CODES = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException"})
+_S3_TRANSPORT_FAILURES = (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError)
+_MISSING_CREDENTIALS = (
+    boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError, boto_errors.CredentialRetrievalError,
+)
+
+
+class TransientInputError(InputError):
+    """The input could not be fetched for a reason that may pass by itself (network, 5xx); retrying may help."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One input file: `name` says where it came from (path or URL), `path` where its bytes are now."""
+
+    name: str
+    path: Path
+
+
+@contextmanager
+def fetched(source: str, suffixes: Sequence[str]) -> Iterator[list[LocalFile]]:
+    """The files `source` names, sorted by name; downloads live in a temporary folder until the block ends.
+
+    A folder, a glob or an S3 prefix ending in '/' stands for its files whose names end in one of `suffixes`.
+    """
+    scheme = source.partition("://")[0].lower() if "://" in source else ""
+    if not scheme:
+        yield local_files(source, suffixes)
+        return
+    if scheme not in ("s3", "http", "https"):
+        raise InputError(f"Input {source}: unsupported location {scheme}://; use a path, s3:// or https://.")
+    with tempfile.TemporaryDirectory(prefix="segments-input-") as folder:
+        yield download_s3(source, suffixes, Path(folder)) if scheme == "s3" else [download_http(source, Path(folder))]
+
+
+def local_files(source: str, suffixes: Sequence[str]) -> list[LocalFile]:
+    """A file as given, or the data files of a folder or glob, sorted by name."""
+    path = Path(source)
+    if path.is_file():
+        return [LocalFile(source, path)]
+    if path.is_dir():
+        return _listed(source, sorted(path.iterdir()), suffixes, "in the folder")
+    if _GLOB_CHARACTERS & set(source):
+        return _listed(source, [Path(match) for match in sorted(glob.glob(source))], suffixes, "match")
+    raise InputError(f"Input {source}: no such file or folder.")
+
+
+def _listed(source: str, paths: list[Path], suffixes: Sequence[str], where: str) -> list[LocalFile]:
+    """The data files among `paths`; an error naming `source` if there are none."""
+    files = [LocalFile(str(path), path) for path in paths if path.is_file() and _is_data_file(path.name, suffixes)]
+    if not files:
+        raise InputError(f"Input {source}: no {_or_list(suffixes)} files {where}.")
+    return files
+
+
+def _is_data_file(name: str, suffixes: Sequence[str]) -> bool:
+    """Whether a listed file is input data: it has one of `suffixes` and is neither hidden nor a lock file."""
+    return name.lower().endswith(tuple(suffixes)) and not name.startswith(_NOT_DATA_PREFIXES)
+
+
+def _or_list(suffixes: Sequence[str]) -> str:
+    """'.a, .b or .c'."""
+    return ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+
+
+# --- S3 ----------------------------------------------------------------------------------
+
+
+def download_s3(url: str, suffixes: Sequence[str], folder: Path) -> list[LocalFile]:
+    """Download s3://bucket/key, or every data file directly under s3://bucket/prefix/, into `folder`."""
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise InputError(f"Input {url}: no bucket named; use s3://bucket/key or s3://bucket/prefix/.")
+    client = make_s3_client()
+    keys = _list_keys(client, url, bucket, key, suffixes) if key == "" or key.endswith("/") else [key]
+    return [_download_s3_object(client, bucket, object_key, folder) for object_key in keys]
+
+
+def _list_keys(client: S3Client, url: str, bucket: str, prefix: str, suffixes: Sequence[str]) -> list[str]:
+    """Keys of the data files directly under `prefix` (not in its sub-folders), sorted."""
+    with _s3_errors(url, bucket):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        keys = sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+    data_keys = [key for key in keys if _is_data_file(PurePosixPath(key).name, suffixes)]
+    if not data_keys:
+        raise InputError(f"Input {url}: no {_or_list(suffixes)} objects under this prefix.")
+    return data_keys
+
+
+def _download_s3_object(client: S3Client, bucket: str, key: str, folder: Path) -> LocalFile:
+    """Stream one object to a file in `folder` named like the object."""
+    url = f"s3://{bucket}/{key}"
+    path = _download_path(folder, PurePosixPath(key).name)
+    with _s3_errors(url, bucket), path.open("wb") as file:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(CHUNK_BYTES):
+            file.write(chunk)
+    return LocalFile(url, path)
+
+
+@contextmanager
+def _s3_errors(url: str, bucket: str) -> Iterator[None]:
+    """Turn botocore failures into InputErrors naming `url`; only those that may pass are retryable.
+
+    The client itself (tasks.publish.make_s3_client) already retried connection errors, 5xx and throttling.
+    """
+    try:
+        yield
+    except boto_errors.ClientError as error:
+        raise _explain_s3_error(error, url, bucket) from error
+    except _MISSING_CREDENTIALS as error:
+        raise InputError(
+            f"Input {url}: no usable AWS credentials were found ({type(error).__name__}); "
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE."
+        ) from error
+    except _S3_TRANSPORT_FAILURES as error:
+        raise TransientInputError(
+            f"Input {url}: the S3 endpoint could not be reached or stopped answering "
+            f"({type(error).__name__}: {error}); retrying may help."
+        ) from error
+
+
+def _explain_s3_error(error: boto_errors.ClientError, url: str, bucket: str) -> InputError:
+    """An InputError for an S3 error response: permanent for missing or refused, retryable for 5xx and throttling."""
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code == "NoSuchBucket":
+        problem = f"bucket {bucket!r} does not exist"
+    elif code in ("NoSuchKey", "404"):
+        problem = "no such object"
+    elif status == 403:
+        problem = f"access to bucket {bucket!r} was denied; check that the credentials are valid and may read it"
+    else:
+        problem = error.response.get("Error", {}).get("Message") or "the request failed"
+    message = f"Input {url}: {problem} ({code or 'error'}, HTTP {status})"
+    if status >= 500 or status == 429 or code in _RETRYABLE_S3_CODES:
+        return TransientInputError(f"{message}; retrying may help.")
+    return InputError(f"{message}.")
+
+
+# --- HTTP(S) -----------------------------------------------------------------------------
+
+
+def download_http(url: str, folder: Path) -> LocalFile:
+    """Stream `url` to a file in `folder`, trying again after a short pause when the failure may pass."""
+    path = _download_path(folder, urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name))
+    for attempt in range(1, HTTP_ATTEMPTS):
+        try:
+            _get(url, path)
+            return LocalFile(url, path)
+        except TransientInputError:
+            time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    _get(url, path)  # the last attempt: its failure goes to the caller
+    return LocalFile(url, path)
+
+
+def _get(url: str, path: Path) -> None:
+    """One GET of `url` into `path`; failures become InputErrors, retryable when they may pass."""
+    with path.open("wb") as file:
+        try:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SECONDS) as response:
+                shutil.copyfileobj(response, file, CHUNK_BYTES)
+        except urllib.error.HTTPError as error:
+            error.close()
+            raise _explain_http_status(url, error.code, error.reason) from error
+        except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
+            reason = getattr(error, "reason", None) or error
+            raise TransientInputError(
+                f"Input {url}: the server could not be reached or stopped answering ({reason}); retrying may help."
+            ) from error
+
+
+def _explain_http_status(url: str, status: int, reason: str) -> InputError:
+    """An InputError for an HTTP error status: retryable for 5xx and 'try later' statuses, permanent otherwise."""
+    problem = {404: "not found", 401: "access was denied", 403: "access was denied"}.get(status, reason)
+    message = f"Input {url}: {problem} (HTTP {status})"
+    if status >= 500 or status in _RETRYABLE_HTTP_STATUSES:
+        return TransientInputError(f"{message}; retrying may help.")
+    return InputError(f"{message}.")
+
+
+def _download_path(folder: Path, name: str) -> Path:
+    """Where a download named `name` goes; the name keeps its extension, which tells the format."""
+    return folder / (name if name not in ("", ".", "..") else "download")

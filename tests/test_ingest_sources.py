@@ -1,0 +1,243 @@
+"""Ingest locations: folders, globs, S3 over a real moto server and HTTP from a local server.
+
+The flow retries an ingest failure only if the error has `retryable=True` (flows.segmentation.
+is_transient_failure), so each error test also checks that attribute.
+"""
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from typing import NamedTuple
+from functools import partial
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import InputError
+from tasks.ingest import load_transactions
+from tasks.sources import TransientInputError
+from tests.ingest_samples import (
+    LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
+)
+from tests.s3_server import (
+    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port, moto_s3_server, s3_test_client,
+)
+
+SINGLE_FILE_FORMS = {
+    writer.__name__: writer for writer in (parquet, latin1_csv_with_us_dates, gzip_csv, xlsx_like_online_retail_ii)
+}
+BUCKET = "exports"
+
+
+def is_retryable(error: InputError) -> bool:
+    """What the flow's retry condition reads."""
+    return getattr(error, "retryable", False)
+
+
+# --- folders and globs -------------------------------------------------------------------
+
+
+def test_a_folder_is_read_in_name_order_and_fingerprinted_as_a_whole(tmp_path):
+    folder = Path(folder_of_monthly_files(tmp_path))
+    loaded = load_transactions(folder)
+    files = [folder / "2010-12.csv", folder / "2011-12.parquet"]  # README.md is not data
+    listing = "".join(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path}\n" for path in files)
+    assert loaded.transactions.equals(LINES)
+    assert loaded.fingerprint.size_bytes == sum(path.stat().st_size for path in files)
+    assert loaded.fingerprint.sha256 == hashlib.sha256(listing.encode()).hexdigest()
+
+
+def test_a_file_missing_columns_in_a_folder_is_named(tmp_path):
+    LINES.write_csv(tmp_path / "2011-01.csv")
+    LINES.drop("Country").write_csv(tmp_path / "2011-02.csv")
+    with pytest.raises(InputError, match=r"2011-02\.csv: required column\(s\) Country missing; found InvoiceNo"):
+        load_transactions(tmp_path)
+
+
+def test_empty_folder_and_glob_without_matches(tmp_path):
+    (tmp_path / "notes.txt").write_text("not data")
+    with pytest.raises(InputError, match=r"no \.parquet, \.csv, \.csv\.gz or \.xlsx files in the folder"):
+        load_transactions(tmp_path)
+    with pytest.raises(InputError, match=r"\*\.parquet: no \.parquet, \.csv, \.csv\.gz or \.xlsx files match"):
+        load_transactions(tmp_path / "*.parquet")
+
+
+def test_unsupported_location():
+    with pytest.raises(InputError, match=r"ftp://shop/lines\.csv: unsupported location ftp://"):
+        load_transactions("ftp://shop/lines.csv")
+
+
+# --- S3 ----------------------------------------------------------------------------------
+
+
+class Samples(NamedTuple):
+    root: Path  # holds <form>/<file> for each single-file form
+    paths: dict[str, str]  # form -> its file's path relative to root, '/'-separated
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Samples:
+    """Each single-file form written once, for the servers to serve."""
+    root = tmp_path_factory.mktemp("samples")
+    paths = {}
+    for form, write in SINGLE_FILE_FORMS.items():
+        (root / form).mkdir()
+        paths[form] = Path(write(root / form)).relative_to(root).as_posix()
+    return Samples(root, paths)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(samples, tmp_path_factory) -> Iterator[str]:
+    """A moto server whose bucket holds the samples under their relative paths, and monthly/ files."""
+    monthly = Path(folder_of_monthly_files(tmp_path_factory.mktemp("monthly")))
+    with moto_s3_server() as endpoint_url:
+        client = s3_test_client(endpoint_url)
+        client.create_bucket(Bucket=BUCKET)
+        for path in samples.paths.values():
+            client.upload_file(str(samples.root / path), BUCKET, path)
+        for path in monthly.iterdir():
+            client.upload_file(str(path), BUCKET, f"monthly/{path.name}")
+        client.put_object(Bucket=BUCKET, Key="monthly/older/2009-01.csv", Body=b"not read: in a sub-folder")
+        yield endpoint_url
+
+
+def use_s3(monkeypatch, endpoint_url: str) -> None:
+    """Point the code under test at `endpoint_url` with test credentials, through the environment as a user would."""
+    settings = {"AWS_ENDPOINT_URL": endpoint_url, "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY, "AWS_REGION": TEST_REGION}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", SINGLE_FILE_FORMS)
+def test_s3_object(form, samples, s3_endpoint, monkeypatch):
+    use_s3(monkeypatch, s3_endpoint)
+    url = f"s3://{BUCKET}/{samples.paths[form]}"
+    loaded = load_transactions(url)
+    assert loaded.transactions.equals(LINES)
+    assert loaded.fingerprint.source == url
+
+
+@pytest.mark.slow
+def test_s3_prefix_reads_the_files_directly_under_it(s3_endpoint, monkeypatch):
+    use_s3(monkeypatch, s3_endpoint)
+    assert load_transactions(f"s3://{BUCKET}/monthly/").transactions.equals(LINES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, message", [
+    ("s3://no-such-bucket/lines.parquet", r"s3://no-such-bucket/lines\.parquet: bucket 'no-such-bucket' does not exist "
+                                          r"\(NoSuchBucket, HTTP 404\)\.$"),
+    (f"s3://{BUCKET}/nothing.parquet", rf"s3://{BUCKET}/nothing\.parquet: no such object \(NoSuchKey, HTTP 404\)\.$"),
+    (f"s3://{BUCKET}/nothing/", rf"s3://{BUCKET}/nothing/: no \.parquet, .* or \.xlsx objects under this prefix"),
+], ids=["missing bucket", "missing key", "prefix without data"])
+def test_s3_missing_bucket_key_or_data_is_permanent(source, message, s3_endpoint, monkeypatch):
+    use_s3(monkeypatch, s3_endpoint)
+    with pytest.raises(InputError, match=message) as error:
+        load_transactions(source)
+    assert not is_retryable(error.value)
+
+
+@pytest.mark.slow
+def test_s3_access_denied_is_permanent(monkeypatch):
+    with moto_s3_server(enforce_auth=True) as endpoint_url:
+        use_s3(monkeypatch, endpoint_url)
+        with pytest.raises(InputError, match=rf"s3://{BUCKET}/lines\.parquet: access to bucket '{BUCKET}' was denied; "
+                                             r"check .* \(InvalidAccessKeyId, HTTP 403\)\.$") as error:
+            load_transactions(f"s3://{BUCKET}/lines.parquet")
+    assert not is_retryable(error.value)
+
+
+@pytest.mark.slow
+def test_s3_endpoint_that_does_not_answer_is_retryable(monkeypatch):
+    use_s3(monkeypatch, f"http://127.0.0.1:{free_port()}")
+    expected = r"lines\.parquet: the S3 endpoint could not be reached .*retrying may help"
+    with pytest.raises(TransientInputError, match=expected):
+        load_transactions(f"s3://{BUCKET}/lines.parquet")
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+
+class FlakyFileHandler(SimpleHTTPRequestHandler):
+    """Serves a folder; a path in the server's `failures` answers 503 that many times before it is served."""
+
+    def do_GET(self) -> None:
+        failures = self.server.failures
+        if failures.get(self.path, 0):
+            failures[self.path] -= 1
+            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args) -> None:
+        """Quiet: the tests check the answers, not the log."""
+
+
+@pytest.fixture(scope="module")
+def http_server(samples) -> Iterator[ThreadingHTTPServer]:
+    """A local HTTP server for the samples folder, in a thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(FlakyFileHandler, directory=str(samples.root)))
+    server.failures = {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def url_of(server: ThreadingHTTPServer, path: str) -> str:
+    """The server's URL for a path relative to the folder it serves."""
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}/{path}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", SINGLE_FILE_FORMS)
+def test_http_download(form, samples, http_server):
+    url = url_of(http_server, samples.paths[form])
+    loaded = load_transactions(url)
+    assert loaded.transactions.equals(LINES)
+    assert loaded.fingerprint.source == url
+
+
+@pytest.mark.slow
+def test_http_404_is_permanent(http_server):
+    url = url_of(http_server, "parquet/missing.parquet")
+    with pytest.raises(InputError, match=r"missing\.parquet: not found \(HTTP 404\)\.$") as error:
+        load_transactions(url)
+    assert not is_retryable(error.value)
+
+
+@pytest.mark.slow
+def test_http_503_once_is_retried_by_the_client(samples, http_server):
+    path = samples.paths["parquet"]
+    http_server.failures[f"/{path}"] = 1
+    assert load_transactions(url_of(http_server, path)).transactions.equals(LINES)
+    assert http_server.failures[f"/{path}"] == 0
+
+
+@pytest.mark.slow
+def test_http_503_that_persists_is_retryable(samples, http_server):
+    path = samples.paths["gzip_csv"]
+    http_server.failures[f"/{path}"] = 10
+    with pytest.raises(TransientInputError, match=r"HTTP 503\); retrying may help\.$") as error:
+        load_transactions(url_of(http_server, path))
+    assert is_retryable(error.value)
+    assert http_server.failures.pop(f"/{path}") == 7  # three attempts
+
+
+@pytest.mark.slow
+def test_http_connection_refused_is_retryable():
+    expected = r"lines\.csv: the server could not be reached .*Connection refused"
+    with pytest.raises(TransientInputError, match=expected) as error:
+        load_transactions(f"http://127.0.0.1:{free_port()}/lines.csv")
+    assert is_retryable(error.value)
