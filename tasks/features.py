@@ -1,14 +1,27 @@
 """Customer features: one row per customer from the clean lines and their matched returns.
 
+Recency and Tenure count calendar days from the day of the last (first) purchase to the
+snapshot date, so with the default snapshot, the day after the last invoice, a customer who
+bought on the last day has Recency 1.
+
 Returns are matched per customer and StockCode: a customer can return at most the units of a
 product they bought within the data, valued at their average price for it. Returns of products
 bought before the data starts cannot be matched and are ignored, so net revenue never goes
-below zero and ReturnRate stays within [0, 1].
+below zero and ReturnRate stays within [0, 1]; a product returned in full nets to exactly zero.
 
-MeanInterpurchaseDays is the time from first to last invoice divided by the number of gaps.
-A one-time buyer has no gap; for them it is their Tenure, the time they have gone without a
-second purchase so far, which is a lower bound of their true interval and keeps them far from
-frequent buyers instead of looking like customers who buy again at once.
+MeanInterpurchaseDays is the time from first to last invoice, in fractional days, divided by
+the number of gaps (invoices - 1). A one-time buyer has no gap; for them it is their Tenure,
+the time they have gone without a second purchase so far, which is a lower bound of their true
+interval and keeps them far from frequent buyers instead of looking like customers who buy
+again at once.
+
+Country is the country of the customer's most recent invoice; should invoices in two countries
+share that minute, the alphabetically last country is taken, so the result never depends on
+the order of the lines.
+
+The lines and returns may be eager or lazy (e.g. `pl.scan_parquet`): everything, the default
+snapshot date included, runs as one query on Polars' streaming engine, and only the per-customer
+result is held in memory.
 """
 
 from datetime import date, timedelta
@@ -18,71 +31,127 @@ import polars as pl
 from schemas import CustomerFeatures
 from tasks.contracts import enforce
 
-SECONDS_PER_DAY = 86_400.0
 # Behaviour that separates campaign segments without one binary feature dominating distances.
 DEFAULT_CLUSTERING_FEATURES = ("Recency", "FrequencyPurchase", "Amount", "AvgOrderValue", "NumUniqueItems")
 
-
-def default_snapshot_date(lines: pl.DataFrame) -> date:
-    """The day after the last invoice in the clean lines."""
-    return lines["InvoiceDate"].max().date() + timedelta(days=1)
+Frame = pl.DataFrame | pl.LazyFrame
 
 
-def build_features(lines: pl.DataFrame, returns: pl.DataFrame, snapshot_date: date | None = None) -> pl.DataFrame:
-    """CustomerFeatures for every customer in `lines` (CleanTransactions), `returns` being cancellation lines."""
-    snapshot = pl.lit(snapshot_date or default_snapshot_date(lines)).cast(pl.Date)
-    purchases = lines.lazy().with_columns((pl.col("Quantity") * pl.col("UnitPrice")).alias("LineValue"))
-    per_customer = purchases.group_by("CustomerID").agg(
-        pl.col("InvoiceDate").min().alias("FirstPurchase"),
-        pl.col("InvoiceDate").max().alias("LastPurchase"),
-        pl.col("InvoiceNo").n_unique().cast(pl.Int64).alias("FrequencyPurchase"),
-        pl.col("StockCode").n_unique().cast(pl.Int64).alias("NumUniqueItems"),
-        pl.col("InvoiceDate").dt.year().n_unique().cast(pl.Int64).alias("UniqueYears"),
-        pl.col("LineValue").sum().alias("GrossRevenue"),
-        pl.col("Quantity").sum().alias("Units"),
-        pl.col("Country").sort_by("InvoiceDate").last().alias("Country"),
-    )
+def build_features(lines: Frame, returns: Frame, snapshot_date: date | None = None) -> pl.DataFrame:
+    """CustomerFeatures for every customer in `lines` (CleanTransactions), `returns` being cancellation lines.
+
+    Without a snapshot_date, the snapshot is the day after the last invoice in `lines`.
+    """
+    purchases = lines.lazy().with_columns(line_value())
     features = (
-        per_customer.join(returned_value(purchases, returns.lazy()), on="CustomerID", how="left")
-        .with_columns(pl.col("ReturnedValue").fill_null(0.0))
-        .with_columns(
-            (pl.col("GrossRevenue") - pl.col("ReturnedValue")).clip(lower_bound=0.0).alias("Amount"),
-            (snapshot - pl.col("LastPurchase").dt.date()).dt.total_days().cast(pl.Int64).alias("Recency"),
-            (snapshot - pl.col("FirstPurchase").dt.date()).dt.total_days().cast(pl.Int64).alias("Tenure"),
-        )
-        .with_columns(
-            (pl.col("Amount") / pl.col("FrequencyPurchase")).alias("AvgOrderValue"),
-            (pl.col("Units") / pl.col("FrequencyPurchase")).cast(pl.Float64).alias("AvgBasketSize"),
-            (pl.col("ReturnedValue") / pl.col("GrossRevenue")).clip(0.0, 1.0).alias("ReturnRate"),
-            pl.when(pl.col("FrequencyPurchase") > 1)
-            .then((pl.col("LastPurchase") - pl.col("FirstPurchase")).dt.total_seconds() / SECONDS_PER_DAY
-                  / (pl.col("FrequencyPurchase") - 1))
-            .otherwise(pl.col("Tenure").cast(pl.Float64))
-            .alias("MeanInterpurchaseDays"),
-        )
+        purchase_history(purchases)
+        .join(product_totals(products_bought(purchases, returns.lazy())), on="CustomerID")
+        .with_columns(snapshot(snapshot_date))
+        .with_columns(recency(), tenure())
+        .with_columns(avg_order_value(), avg_basket_size(), return_rate(), mean_interpurchase_days())
         .select(list(CustomerFeatures.to_schema().columns))
         .sort("CustomerID")
-        .collect()
+        .collect(engine="streaming")
     )
     return enforce(CustomerFeatures, features, "Features")
 
 
-def returned_value(purchases: pl.LazyFrame, returns: pl.LazyFrame) -> pl.LazyFrame:
-    """Value of the returned units that match units the same customer bought, per customer."""
+def line_value() -> pl.Expr:
+    """LineValue: Quantity x UnitPrice of one line."""
+    return (pl.col("Quantity") * pl.col("UnitPrice")).alias("LineValue")
+
+
+def purchase_history(purchases: pl.LazyFrame) -> pl.LazyFrame:
+    """Per customer: first and last purchase, distinct invoices and years, units and country."""
+    return purchases.group_by("CustomerID").agg(
+        pl.col("InvoiceDate").min().alias("FirstPurchase"),
+        pl.col("InvoiceDate").max().alias("LastPurchase"),
+        pl.col("InvoiceNo").n_unique().cast(pl.Int64).alias("FrequencyPurchase"),
+        pl.col("InvoiceDate").dt.year().n_unique().cast(pl.Int64).alias("UniqueYears"),
+        pl.col("Quantity").sum().alias("Units"),
+        country(),
+    )
+
+
+def country() -> pl.Expr:
+    """Country of the most recent invoice; the alphabetically last one if two share that minute."""
+    return pl.col("Country").sort_by("InvoiceDate", "Country").last().alias("Country")
+
+
+def products_bought(purchases: pl.LazyFrame, returns: pl.LazyFrame) -> pl.LazyFrame:
+    """Per customer and product bought: units and value bought, and the value of the matched returns."""
     bought = purchases.group_by("CustomerID", "StockCode").agg(
         pl.col("Quantity").sum().alias("BoughtUnits"), pl.col("LineValue").sum().alias("BoughtValue"),
     )
-    returned = (
-        returns.filter(pl.col("CustomerID").is_not_null())
-        .group_by("CustomerID", "StockCode")
-        .agg(pl.col("Quantity").abs().sum().alias("ReturnedUnits"))
-    )
+    returned = returns.group_by("CustomerID", "StockCode").agg(pl.col("Quantity").abs().sum().alias("ReturnedUnits"))
+    return bought.join(returned, on=["CustomerID", "StockCode"], how="left").with_columns(returned_value())
+
+
+def returned_value() -> pl.Expr:
+    """ReturnedValue of one product: the returned units, up to the units bought, at the average price paid."""
+    matched_units = pl.min_horizontal(pl.col("ReturnedUnits").fill_null(0), "BoughtUnits")
+    # A product returned in full must net to exactly zero, which units x average price misses by rounding.
     return (
-        returned.join(bought, on=["CustomerID", "StockCode"], how="inner")
-        .with_columns(
-            (pl.min_horizontal("ReturnedUnits", "BoughtUnits") * pl.col("BoughtValue") / pl.col("BoughtUnits"))
-            .alias("ReturnedValue")
-        )
-        .group_by("CustomerID")
-        .agg(pl.col("ReturnedValue").sum())
+        pl.when(matched_units == pl.col("BoughtUnits")).then(pl.col("BoughtValue"))
+        .otherwise(matched_units * pl.col("BoughtValue") / pl.col("BoughtUnits"))
+        .alias("ReturnedValue")
+    )
+
+
+def product_totals(products: pl.LazyFrame) -> pl.LazyFrame:
+    """Per customer: NumUniqueItems, GrossRevenue, ReturnedValue and Amount, the net revenue product by product."""
+    return products.group_by("CustomerID").agg(
+        pl.len().cast(pl.Int64).alias("NumUniqueItems"),
+        pl.col("BoughtValue").sum().alias("GrossRevenue"),
+        pl.col("ReturnedValue").sum(),
+        (pl.col("BoughtValue") - pl.col("ReturnedValue")).sum().alias("Amount"),
+    )
+
+
+def snapshot(snapshot_date: date | None) -> pl.Expr:
+    """Snapshot: the date given, or the day after the last purchase of any customer."""
+    if snapshot_date is None:
+        return (pl.col("LastPurchase").max().dt.date() + timedelta(days=1)).alias("Snapshot")
+    return pl.lit(snapshot_date, dtype=pl.Date).alias("Snapshot")
+
+
+def days_to_snapshot(timestamp: str) -> pl.Expr:
+    """Calendar days from the day of the `timestamp` column to the snapshot date."""
+    return (pl.col("Snapshot") - pl.col(timestamp).dt.date()).dt.total_days()
+
+
+def recency() -> pl.Expr:
+    """Recency: days from the last purchase to the snapshot date."""
+    return days_to_snapshot("LastPurchase").alias("Recency")
+
+
+def tenure() -> pl.Expr:
+    """Tenure: days from the first purchase to the snapshot date."""
+    return days_to_snapshot("FirstPurchase").alias("Tenure")
+
+
+def avg_order_value() -> pl.Expr:
+    """AvgOrderValue: net revenue per invoice."""
+    return (pl.col("Amount") / pl.col("FrequencyPurchase")).alias("AvgOrderValue")
+
+
+def avg_basket_size() -> pl.Expr:
+    """AvgBasketSize: units per invoice."""
+    return (pl.col("Units") / pl.col("FrequencyPurchase")).alias("AvgBasketSize")
+
+
+def return_rate() -> pl.Expr:
+    """ReturnRate: share of the purchased value returned."""
+    # Guards against rounding: ReturnedValue and GrossRevenue are sums of different numbers.
+    return (pl.col("ReturnedValue") / pl.col("GrossRevenue")).clip(upper_bound=1.0).alias("ReturnRate")
+
+
+def mean_interpurchase_days() -> pl.Expr:
+    """MeanInterpurchaseDays: first-to-last purchase time per gap between invoices; Tenure for one-time buyers."""
+    gaps = pl.col("FrequencyPurchase") - 1
+    first_to_last_days = (pl.col("LastPurchase") - pl.col("FirstPurchase")).dt.total_days(fractional=True)
+    return (
+        pl.when(gaps > 0).then(first_to_last_days / gaps)
+        .otherwise(pl.col("Tenure").cast(pl.Float64))
+        .alias("MeanInterpurchaseDays")
     )
