@@ -1,8 +1,8 @@
-"""The flow's parameters: one pydantic model, shown by the Prefect UI as a validated form."""
+"""The flows' parameters: one pydantic model per flow, shown by the Prefect UI as a validated form."""
 
 import shlex
 from datetime import date
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -11,15 +11,14 @@ from tasks.cluster import PROFILED_FEATURES
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
 from tasks.publish import parse_target, validate_run_id
 
-class SegmentationParameters(BaseModel):
-    """Everything a run of `customer-segmentation` can be told."""
+
+class RunParameters(BaseModel):
+    """What every flow run needs: where the lines come from, how they are cleaned, where results go."""
 
     model_config = ConfigDict(extra="forbid")
+    command: ClassVar[str]
 
-    input: str | None = Field(
-        default=None,
-        description="Invoice-line export to segment: a Parquet or CSV file. Empty: generate the built-in synthetic demo data.",
-    )
+    input: str | None = Field(default=None, description="Invoice-line export: a Parquet or CSV file.")
     target: str = Field(
         default="artifacts",
         description="Where to publish the run: a local directory or s3://bucket/prefix.",
@@ -43,36 +42,8 @@ class SegmentationParameters(BaseModel):
     snapshot_date: date | None = Field(
         default=None, description="Date that Recency and Tenure count to. Empty: the day after the last invoice.",
     )
-    features: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_CLUSTERING_FEATURES), min_length=1,
-        description=f"Features that feed the clustering distance; any of {', '.join(PROFILED_FEATURES)}.",
-    )
-    scaler: Literal["standard", "robust"] = Field(
-        default="standard", description="Scaling after log1p: standard (mean/std) or robust (median/IQR).",
-    )
-    eps: float | None = Field(
-        default=None, gt=0, description="DBSCAN neighbourhood radius. Empty: the knee of the k-distance curve.",
-    )
-    min_samples: int | None = Field(
-        default=None, ge=1, description="DBSCAN core-point neighbourhood size. Empty: 2 x the number of features.",
-    )
-    min_segment_share: float = Field(
-        default=0.01, ge=0, lt=0.5, description="Clusters smaller than this share of customers join the outliers.",
-    )
-    demo_lines: int = Field(
-        default=200_000, ge=1_000, le=100_000_000, description="Size of the synthetic demo data when no input is given.",
-    )
-    seed: int = Field(default=42, ge=0, description="Seed for the demo data and every random step, for reproducible runs.")
     retries: int = Field(default=2, ge=0, le=10, description="How often a failed stage is retried.")
     retry_delay_seconds: float = Field(default=5.0, ge=0, le=600, description="Wait between retries of a stage.")
-
-    @field_validator("features")
-    @classmethod
-    def known_features(cls, features: list[str]) -> list[str]:
-        unknown = sorted(set(features) - set(PROFILED_FEATURES))
-        if unknown:
-            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(PROFILED_FEATURES)}")
-        return features
 
     @field_validator("target")
     @classmethod
@@ -86,9 +57,9 @@ class SegmentationParameters(BaseModel):
         return run_id if run_id is None else validate_run_id(run_id)
 
     def as_command_line(self, run_id: str) -> str:
-        """The `segments run` command that reproduces these parameters for the given run id."""
+        """The `segments` command that reproduces these parameters for the given run id."""
         changed = self.model_dump(mode="json", exclude_defaults=True) | {"run_id": run_id}
-        words = ["segments", "run"]
+        words = ["segments", self.command]
         for name, value in changed.items():
             flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
             if isinstance(value, list):
@@ -98,6 +69,62 @@ class SegmentationParameters(BaseModel):
             else:
                 words += [flag, str(value)]
         return shlex.join(words)
+
+
+class SegmentationParameters(RunParameters):
+    """Everything a run of `customer-segmentation` can be told."""
+
+    command: ClassVar[str] = "run"
+
+    input: str | None = Field(
+        default=None,
+        description="Invoice-line export to segment: a Parquet or CSV file. Empty: generate the built-in synthetic demo data.",
+    )
+    features: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CLUSTERING_FEATURES), min_length=1,
+        description=f"Features that feed the clustering distance; any of {', '.join(PROFILED_FEATURES)}.",
+    )
+    scaler: Literal["standard", "robust"] = Field(
+        default="standard", description="Scaling after log1p: standard (mean/std) or robust (median/IQR).",
+    )
+    eps: float | None = Field(
+        default=None, gt=0, description="DBSCAN neighbourhood radius. Empty: searched around the knee of the k-distance curve.",
+    )
+    min_samples: int | None = Field(
+        default=None, ge=1, description="DBSCAN core-point neighbourhood size. Empty: 2 x the number of features.",
+    )
+    min_segment_share: float = Field(
+        default=0.01, ge=0, lt=0.5, description="Clusters smaller than this share of customers join the outliers.",
+    )
+    max_outlier_share: float = Field(
+        default=0.15, gt=0, le=1, description="The automatic eps search only accepts fits with at most this share of outliers.",
+    )
+    stability_resamples: int = Field(
+        default=10, ge=1, le=200, description="Bootstrap resamples behind the stability metric.",
+    )
+    demo_lines: int = Field(
+        default=200_000, ge=1_000, le=100_000_000, description="Size of the synthetic demo data when no input is given.",
+    )
+    seed: int = Field(default=42, ge=0, description="Seed for the demo data and every random step, for reproducible runs.")
+
+    @field_validator("features")
+    @classmethod
+    def known_features(cls, features: list[str]) -> list[str]:
+        unknown = sorted(set(features) - set(PROFILED_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(PROFILED_FEATURES)}")
+        return features
+
+
+class AssignmentParameters(RunParameters):
+    """Everything a run of `assign-segments` can be told."""
+
+    command: ClassVar[str] = "assign"
+
+    model: str = Field(
+        description="Run folder holding a published model: <target>/runs/<run_id> as a local path or s3:// URI.",
+    )
+    input: str = Field(description="Invoice-line export whose customers get a segment: a Parquet or CSV file.")
 
 
 # Flags that are repeated once per item read better in the singular.

@@ -14,24 +14,23 @@ import polars as pl
 from sklearn.metrics import adjusted_rand_score
 
 from tasks.clean import CleanedTransactions
-from tasks.cluster import Segmentation
 from tasks.ingest import InputFingerprint
 
 PACKAGES = ("retail-segments", "prefect", "polars", "pandera", "scikit-learn", "matplotlib", "boto3", "numpy")
 CRM_COLUMNS = ("CustomerID", "segment_name", "risk", "Country", "Recency", "FrequencyPurchase", "Amount", "AvgOrderValue")
 
 
-def segment_table(features: pl.DataFrame, segmentation: Segmentation) -> pl.DataFrame:
+def segment_table(features: pl.DataFrame, assignments: pl.DataFrame) -> pl.DataFrame:
     """One row per customer: every feature, the DBSCAN cluster, the campaign segment and the risk."""
-    return features.join(segmentation.assignments, on="CustomerID", how="inner").sort("CustomerID")
+    return features.join(assignments, on="CustomerID", how="inner").sort("CustomerID")
 
 
-def data_files(segments: pl.DataFrame, segmentation: Segmentation, cleaned: CleanedTransactions) -> dict[str, bytes]:
+def data_files(segments: pl.DataFrame, profiles: pl.DataFrame, cleaned: CleanedTransactions) -> dict[str, bytes]:
     """segments.parquet/.csv, profiles.csv, quality.json, quarantine.parquet and one CRM list per segment."""
     files = {
         "segments.parquet": parquet_bytes(segments),
         "segments.csv": segments.write_csv().encode(),
-        "profiles.csv": segmentation.profiles.write_csv().encode(),
+        "profiles.csv": profiles.write_csv().encode(),
         "quality.json": json_bytes(cleaned.quality()),
         "quarantine.parquet": parquet_bytes(cleaned.quarantine),
     }

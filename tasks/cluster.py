@@ -1,24 +1,40 @@
-"""Clustering: DBSCAN on log-scaled behaviour features, then named, profiled segments.
+"""Clustering: DBSCAN on log-scaled behaviour features, refined into named campaign segments.
 
-Parameters when the user gives none:
+The rules, in the order they apply:
+- Features: log1p of the clustering features (all heavy-tailed counts, days or money), then a
+  standard or robust scaler. Binary features such as UniqueYears are not in the default set:
+  alone they would split the base in two.
 - min_samples = 2 x the number of features (Sander et al., 1998), so a core point needs a
   neighbourhood that is dense in every dimension, not just a lucky pair.
-- eps = the knee of the sorted k-distance curve (k = min_samples): the distance at which the
-  curve turns from "points inside dense regions" to "points in sparse regions". The knee is the
-  point farthest below the chord from the first to the last point of the normalised curve.
-Clusters smaller than `min_segment_share` of the customers are folded into the outliers
-group (-1): a campaign cannot be tailored to a handful of people, but they are still profiled.
+- eps: the knee of the sorted k-distance curve (k = min_samples) is the starting point: the
+  point farthest below the chord of the normalised curve. Around it, EPS_MULTIPLIERS are tried;
+  among those that leave at most `max_outlier_share` of customers as outliers, the one whose
+  DBSCAN clusters are most stable under bootstrap resampling wins (stability rounded to two
+  decimals; ties go to the larger eps, which leaves fewer outliers). A user-given eps skips it.
+- Clusters smaller than `min_segment_share` of customers are folded into the outliers group
+  (-1); beyond `max_segments` clusters, the smallest are folded too. Outliers are profiled and
+  reported as their own group, never dropped.
+- Campaign segments: when fewer than `min_segments` clusters remain, clusters are split, in
+  order of their net revenue (where a finer campaign pays most), into four value x recency
+  tiers at the cluster's own medians of Amount and Recency, until there are enough. A tier
+  below `min_segment_share` (ties at a median can leave one nearly empty) joins the outliers. The assignment keeps both levels: `cluster` from DBSCAN,
+  `segment` for the campaign.
+- Stability: the mean adjusted Rand index between the labels of the full fit and those of
+  models fitted on bootstrap resamples (duplicates as DBSCAN sample weights) and assigned back
+  to all customers with the model's own rule (tasks/model.py). The search scores clusters; the
+  reported metric scores the campaign segments.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain, count
 from typing import Literal
 
 import numpy as np
 import polars as pl
 from sklearn.cluster import DBSCAN
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import RobustScaler, StandardScaler
 
@@ -26,13 +42,17 @@ from schemas import SegmentAssignments
 from schemas.segment_assignments import OUTLIER, RISK_LEVELS
 from tasks.contracts import enforce
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
+from tasks.model import RISK_WEIGHTS, SegmentModel, Tiering, risk_level, tier_of, weighted_risk
 
 PROFILED_FEATURES = (
     "Recency", "FrequencyPurchase", "Amount", "NumUniqueItems", "UniqueYears", "Tenure",
     "AvgOrderValue", "AvgBasketSize", "ReturnRate", "MeanInterpurchaseDays",
 )
-# Churn risk: how long since the last purchase weighs most, then how rarely and how little they buy.
-RISK_WEIGHTS = {"Recency": 0.5, "FrequencyPurchase": -0.3, "Amount": -0.2}
+EPS_MULTIPLIERS = (0.7, 0.85, 1.0, 1.15, 1.3, 1.5)
+# Enough to tell a stable fit from a fragmented one while ranking eps candidates; the reported
+# stability of the chosen fit uses `ClusteringOptions.resamples`.
+SEARCH_RESAMPLES = 3
+RISK_REFERENCE_QUANTILES = 1001
 SILHOUETTE_SAMPLE = 10_000
 
 
@@ -45,6 +65,10 @@ class ClusteringOptions:
     eps: float | None = None
     min_samples: int | None = None
     min_segment_share: float = 0.01
+    max_outlier_share: float = 0.15
+    min_segments: int = 4
+    max_segments: int = 8
+    resamples: int = 10
     seed: int = 0
 
 
@@ -52,49 +76,66 @@ class ClusteringOptions:
 class Segmentation:
     assignments: pl.DataFrame  # SegmentAssignments
     profiles: pl.DataFrame     # one row per segment, the outliers group included
+    model: SegmentModel
     k_distances: np.ndarray    # ascending distance of each customer to its min_samples-th neighbour
-    eps: float
-    min_samples: int
+    eps_search: list[dict]     # every eps tried: eps, clusters, segments, outlier_share, stability
     projection: pl.DataFrame   # CustomerID, pc1, pc2
-    metrics: dict
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def eps(self) -> float:
+        return self.model.eps
+
+    @property
+    def min_samples(self) -> int:
+        return self.model.min_samples
 
 
 def fit_segments(features: pl.DataFrame, options: ClusteringOptions = ClusteringOptions()) -> Segmentation:
-    """Cluster CustomerFeatures with DBSCAN and describe every resulting segment."""
-    matrix = scaled_matrix(features, options)
+    """Cluster CustomerFeatures with DBSCAN, refine into campaign segments and describe each one."""
+    matrix, center, scale = scaled_matrix(features, options)
     min_samples = options.min_samples or 2 * matrix.shape[1]
     k_distances = sorted_k_distances(matrix, min_samples)
-    eps = options.eps or knee_of(k_distances)
-    raw_labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(matrix)
-    clusters = fold_small_clusters(raw_labels, round(options.min_segment_share * len(raw_labels)))
-    labelled = features.with_columns(pl.Series("cluster", clusters), risk_score(features))
-    readings = read_segments(labelled)
+    base = replace(options, min_samples=min_samples)
+    if options.eps:
+        fitted, eps_search = fit_model(matrix, features, options.eps, base, center, scale), []
+    else:
+        eps_search, fitted = search_eps(matrix, features, knee_of(k_distances), base, center, scale)
+    model, clusters, segments = fitted
+    labelled = features.with_columns(
+        pl.Series("cluster", clusters), pl.Series("segment", segments), risk_score(features))
+    readings = read_segments(labelled, {segment: tier for (cluster, tier), segment in model.segment_ids.items()
+                                        if cluster in model.tierings})
+    model = replace(model, segment_names={segment: reading.name for segment, reading in readings.items()},
+                    risk_reference=risk_reference(features))
     assignments = enforce(
         SegmentAssignments,
         labelled.select(
-            "CustomerID", "cluster", pl.col("cluster").alias("segment"),
-            pl.col("cluster").replace_strict({k: r.name for k, r in readings.items()}, return_dtype=pl.String)
-            .alias("segment_name"),
+            "CustomerID", "cluster", "segment",
+            pl.col("segment").replace_strict(model.segment_names, return_dtype=pl.String).alias("segment_name"),
             "risk_score", risk_level(pl.col("risk_score")),
         ),
         "Clustering",
     )
+    resampled = bootstrap_models(matrix, features, model.eps, base, center, scale)
+    stability = mean_agreement(segments, [m.segments_of(features, m.clusters_of(matrix)) for m in resampled])
     return Segmentation(
         assignments=assignments,
         profiles=profile_segments(features.join(assignments, on="CustomerID"), readings),
+        model=model,
         k_distances=k_distances,
-        eps=float(eps),
-        min_samples=min_samples,
+        eps_search=eps_search,
         projection=project_2d(features["CustomerID"], matrix),
-        metrics=quality_metrics(matrix, clusters, options.seed),
+        metrics={**quality_metrics(matrix, clusters, segments, options.seed), "stability": stability},
     )
 
 
-def scaled_matrix(features: pl.DataFrame, options: ClusteringOptions) -> np.ndarray:
-    """log1p of the chosen features (all heavy-tailed counts or amounts), then scaled."""
+def scaled_matrix(features: pl.DataFrame, options: ClusteringOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log1p of the chosen features, scaled; also the scaler's centre and scale for the model."""
     logged = np.log1p(features.select(options.features).to_numpy().astype(np.float64))
-    scaler = StandardScaler() if options.scaler == "standard" else RobustScaler()
-    return scaler.fit_transform(logged)
+    scaler = (StandardScaler() if options.scaler == "standard" else RobustScaler()).fit(logged)
+    center = scaler.mean_ if options.scaler == "standard" else scaler.center_
+    return scaler.transform(logged), np.asarray(center, dtype=np.float64), np.asarray(scaler.scale_, dtype=np.float64)
 
 
 def sorted_k_distances(matrix: np.ndarray, k: int) -> np.ndarray:
@@ -111,40 +152,157 @@ def knee_of(curve: np.ndarray) -> float:
     return float(curve[int(np.argmax(x - y))])
 
 
-def fold_small_clusters(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Send clusters below min_size to OUTLIER and renumber the rest 0.. by decreasing size."""
-    ids, sizes = np.unique(labels[labels != OUTLIER], return_counts=True)
-    kept = [label for _, label in sorted(zip(-sizes, ids)) if sizes[ids == label][0] >= min_size]
-    renumber = {label: new for new, label in enumerate(kept)}
-    return np.array([renumber.get(label, OUTLIER) for label in labels], dtype=np.int64)
+FittedModel = tuple[SegmentModel, np.ndarray, np.ndarray]  # model, cluster and segment per customer
 
 
-def risk_score(features: pl.DataFrame) -> pl.Expr:
-    """Weighted percentile ranks (RISK_WEIGHTS), rescaled to 0 (safe) .. 1 (about to churn)."""
-    score = sum(
-        weight * pl.col(column).rank("average") / pl.len() if weight > 0
-        else -weight * (1 - pl.col(column).rank("average") / pl.len())
-        for column, weight in RISK_WEIGHTS.items()
+def search_eps(
+    matrix: np.ndarray, features: pl.DataFrame, knee: float, options: ClusteringOptions,
+    center: np.ndarray, scale: np.ndarray,
+) -> tuple[list[dict], FittedModel]:
+    """Try EPS_MULTIPLIERS x knee; keep the most stable fit within the outlier cap (see module docstring)."""
+    tried, best, best_key = [], None, None
+    for multiplier in EPS_MULTIPLIERS:
+        fitted = fit_model(matrix, features, knee * multiplier, options, center, scale)
+        _, clusters, segments = fitted
+        outlier_share = float(np.mean(segments == OUTLIER))
+        within_cap = outlier_share <= options.max_outlier_share
+        stability = None
+        if within_cap:
+            resampled = bootstrap_models(matrix, features, knee * multiplier,
+                                         replace(options, resamples=SEARCH_RESAMPLES), center, scale)
+            stability = mean_agreement(clusters, [model.clusters_of(matrix) for model in resampled])
+        tried.append({"eps": knee * multiplier, "clusters": int(clusters.max() + 1),
+                      "segments": int(segments.max() + 1), "outlier_share": outlier_share, "stability": stability})
+        key = (within_cap, round(stability or 0.0, 2), -outlier_share)
+        if best_key is None or key >= best_key:
+            best, best_key = fitted, key
+    return tried, best
+
+
+def fit_model(
+    matrix: np.ndarray, features: pl.DataFrame, eps: float, options: ClusteringOptions,
+    center: np.ndarray, scale: np.ndarray, weights: np.ndarray | None = None,
+) -> FittedModel:
+    """DBSCAN, small clusters folded, large ones tiered until the campaign has enough segments."""
+    weights = np.ones(len(matrix)) if weights is None else weights
+    dbscan = DBSCAN(eps=eps, min_samples=options.min_samples).fit(matrix, sample_weight=weights)
+    min_size = options.min_segment_share * weights.sum()
+    clusters = fold_small_clusters(dbscan.labels_, min_size, options.max_segments, weights)
+    tierings = plan_tierings(features, clusters, weights, options)
+    tiers = np.zeros(len(clusters), dtype=np.int64)
+    amount, recency = features["Amount"].to_numpy(), features["Recency"].to_numpy()
+    for cluster, tiering in tierings.items():
+        members = clusters == cluster
+        tiers[members] = tier_of(amount[members], recency[members], tiering)
+    model = SegmentModel(
+        features=tuple(options.features), center=center, scale=scale, eps=float(eps),
+        min_samples=options.min_samples, core_points=matrix[dbscan.core_sample_indices_],
+        core_clusters=clusters[dbscan.core_sample_indices_], tierings=tierings,
+        segment_ids=number_segments(clusters, tiers, weights, min_size),
     )
-    return score.clip(0.0, 1.0).alias("risk_score")
+    return model, clusters, model.segments_of(features, clusters)
 
 
-def risk_level(score: pl.Expr) -> pl.Expr:
-    """Low / Medium / High by thirds of the score."""
-    return pl.when(score < 1 / 3).then(pl.lit("Low")).when(score < 2 / 3).then(pl.lit("Medium")).otherwise(pl.lit("High")).alias("risk")
+def fold_small_clusters(
+    labels: np.ndarray, min_size: float, max_clusters: int | None = None, weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Send clusters below min_size (or beyond the max_clusters largest) to OUTLIER; renumber the rest by size."""
+    weights = np.ones(len(labels)) if weights is None else weights
+    ids = np.unique(labels[labels != OUTLIER])
+    sizes = np.array([weights[labels == label].sum() for label in ids])
+    kept = [label for size, label in sorted(zip(-sizes, ids)) if -size >= min_size][:max_clusters]
+    renumber = {label: new for new, label in enumerate(kept)}
+    return np.array([renumber.get(label, OUTLIER) for label in labels.tolist()], dtype=np.int64)
 
 
-def read_segments(labelled: pl.DataFrame) -> dict[int, "ProfileReading"]:
-    """A reading (unique name, description, action) per cluster from its medians relative to the base."""
+def plan_tierings(
+    features: pl.DataFrame, clusters: np.ndarray, weights: np.ndarray, options: ClusteringOptions,
+) -> dict[int, Tiering]:
+    """Value x recency tiers for the highest-revenue clusters while the campaign has too few segments."""
+    amount, recency = features["Amount"].to_numpy(), features["Recency"].to_numpy()
+    ids = np.unique(clusters[clusters != OUTLIER])
+    revenue = {cluster: float((amount * weights)[clusters == cluster].sum()) for cluster in ids.tolist()}
+    segment_count, tierings = len(ids), {}
+    for cluster in sorted(revenue, key=lambda cluster: (-revenue[cluster], cluster)):
+        if segment_count >= options.min_segments or segment_count + 3 > options.max_segments:
+            break
+        members = clusters == cluster
+        tierings[cluster] = Tiering(
+            amount_threshold=weighted_median(amount[members], weights[members]),
+            recency_threshold=weighted_median(recency[members], weights[members]),
+        )
+        segment_count += 3
+    return tierings
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The lower weighted median: the first value at which half of the weight is reached."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def number_segments(
+    clusters: np.ndarray, tiers: np.ndarray, weights: np.ndarray, min_size: float = 0.0,
+) -> dict[tuple[int, int], int]:
+    """Segment ids 0.. by decreasing size for every (cluster, tier) of at least min_size; smaller tiers get none."""
+    inliers = clusters != OUTLIER
+    pairs = pl.DataFrame({"cluster": clusters[inliers], "tier": tiers[inliers], "weight": weights[inliers]})
+    sizes = pairs.group_by("cluster", "tier").agg(pl.col("weight").sum()).filter(pl.col("weight") >= min_size).sort(
+        "weight", "cluster", "tier", descending=[True, False, False])
+    return {(cluster, tier): segment for segment, (cluster, tier) in enumerate(sizes.select("cluster", "tier").iter_rows())}
+
+
+def bootstrap_models(
+    matrix: np.ndarray, features: pl.DataFrame, eps: float, options: ClusteringOptions,
+    center: np.ndarray, scale: np.ndarray,
+) -> Iterator[SegmentModel]:
+    """Models fitted on `options.resamples` bootstrap resamples, drawn points weighted by their count."""
+    generator = np.random.default_rng(options.seed)
+    for _ in range(options.resamples):
+        drawn, counts = np.unique(generator.integers(0, len(matrix), len(matrix)), return_counts=True)
+        model, _, _ = fit_model(matrix[drawn], features[drawn], eps, options, center, scale, weights=counts)
+        yield model
+
+
+def mean_agreement(reference: np.ndarray, labelings: list[np.ndarray]) -> float:
+    """Mean adjusted Rand index of each labeling against the reference."""
+    return float(np.mean([adjusted_rand_score(reference, labels) for labels in labelings]))
+
+
+def risk_reference(features: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Quantiles of each risk feature, so new customers are ranked against the training base."""
+    levels = np.linspace(0.0, 1.0, RISK_REFERENCE_QUANTILES)
+    return {column: np.quantile(features[column].to_numpy().astype(np.float64), levels) for column in RISK_WEIGHTS}
+
+
+def risk_score(features: pl.DataFrame) -> pl.Series:
+    """RISK_WEIGHTS applied to each customer's percentile rank within `features`."""
+    percentiles = {column: (features[column].rank("average") / features.height).to_numpy() for column in RISK_WEIGHTS}
+    return pl.Series("risk_score", weighted_risk(percentiles))
+
+
+def read_segments(labelled: pl.DataFrame, tier_of_segment: dict[int, int] | None = None) -> dict[int, "ProfileReading"]:
+    """A reading (unique name, description, action) per segment from its medians relative to the base.
+
+    Tiers of one cluster often read alike: segments that would share a name get their tier's
+    qualifier (e.g. "higher spend, recent"), and any name still taken gets a number.
+    """
+    tier_of_segment = tier_of_segment or {}
     base = labelled.select(pl.col(NAMING_FEATURES).median()).row(0, named=True)
-    medians = labelled.group_by("cluster").agg(pl.col(NAMING_FEATURES).median()).sort("cluster")
-    readings, names_seen = {}, {}
-    for row in medians.iter_rows(named=True):
-        reading = describe_profile(row, base, outliers=row["cluster"] == OUTLIER)
-        names_seen[reading.name] = names_seen.get(reading.name, 0) + 1
-        if names_seen[reading.name] > 1:
-            reading = ProfileReading(f"{reading.name} ({names_seen[reading.name]})", reading.description, reading.action)
-        readings[row["cluster"]] = reading
+    medians = labelled.group_by("segment").agg(pl.col(NAMING_FEATURES).median()).sort("segment")
+    readings = {row["segment"]: describe_profile(row, base, outliers=row["segment"] == OUTLIER)
+                for row in medians.iter_rows(named=True)}
+    shared = {name for name in (r.name for r in readings.values()) if sum(r.name == name for r in readings.values()) > 1}
+    taken = set()
+    for segment, reading in readings.items():
+        name = reading.name
+        if name in shared and segment in tier_of_segment:
+            name = f"{name} ({TIER_QUALIFIERS[tier_of_segment[segment]]})"
+        name = next(candidate for candidate in chain([name], (f"{name} ({n})" for n in count(2)))
+                    if candidate not in taken)
+        taken.add(name)
+        readings[segment] = ProfileReading(name, reading.description, reading.action)
     return readings
 
 
@@ -156,6 +314,9 @@ class ProfileReading:
 
 
 NAMING_FEATURES = ["Amount", "Recency", "FrequencyPurchase", "AvgOrderValue"]
+TIER_QUALIFIERS = {0: "higher spend, recent", 1: "higher spend, lapsing", 2: "lower spend, recent", 3: "lower spend, lapsing"}
+# Median spend relative to the base's median spend, highest tier first.
+VALUE_TIERS = (("Top-value", 5.0), ("High-value", 1.5), ("Mid-value", 2 / 3), ("Low-value", 0.0))
 BEHAVIOUR_ACTIONS = {
     "bulk buyers": "Trade offer: volume pricing and a named account contact.",
     "one-timers": "Second-purchase incentive within 30 days, with best-sellers from their first order.",
@@ -175,7 +336,7 @@ def describe_profile(medians: dict, base: dict, outliers: bool = False) -> Profi
     )
     if outliers:
         return ProfileReading("Outliers", description, OUTLIERS_ACTION)
-    value = "High-value" if value_ratio >= 2 else "Low-value" if value_ratio <= 0.5 else "Mid-value"
+    value = next(tier for tier, floor in VALUE_TIERS if value_ratio >= floor)
     if medians["AvgOrderValue"] >= 3 * base["AvgOrderValue"]:
         behaviour = "bulk buyers"
     elif medians["FrequencyPurchase"] <= 1:
@@ -220,13 +381,18 @@ def project_2d(customer_ids: pl.Series, matrix: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame({"CustomerID": customer_ids, "pc1": components[:, 0], "pc2": components[:, 1]})
 
 
-def quality_metrics(matrix: np.ndarray, clusters: np.ndarray, seed: int) -> dict:
-    """Segment count, outlier share and silhouette on the non-outliers (sampled above SILHOUETTE_SAMPLE)."""
-    inliers = clusters != OUTLIER
-    segments = len(np.unique(clusters[inliers]))
+def quality_metrics(matrix: np.ndarray, clusters: np.ndarray, segments: np.ndarray, seed: int) -> dict:
+    """Cluster and segment counts, outlier share and silhouette of the segments on the non-outliers."""
+    inliers = segments != OUTLIER
+    segment_count = len(np.unique(segments[inliers]))
     silhouette = None
-    if segments >= 2:
+    if segment_count >= 2:
         silhouette = float(silhouette_score(
-            matrix[inliers], clusters[inliers], sample_size=min(SILHOUETTE_SAMPLE, int(inliers.sum())), random_state=seed,
+            matrix[inliers], segments[inliers], sample_size=min(SILHOUETTE_SAMPLE, int(inliers.sum())), random_state=seed,
         ))
-    return {"segments": segments, "outlier_share": float(1 - inliers.mean()), "silhouette": silhouette}
+    return {
+        "clusters": len(np.unique(clusters[clusters != OUTLIER])),
+        "segments": segment_count,
+        "outlier_share": float(1 - inliers.mean()),
+        "silhouette": silhouette,
+    }

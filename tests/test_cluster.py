@@ -1,13 +1,21 @@
-"""Clustering: parameter choice, folding of small clusters, naming, risk, and the contract."""
+"""Clustering: parameter choice, folding, campaign tiers, naming, risk, stability and the contract."""
 
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.metrics import adjusted_rand_score
+from sklearn.tree import DecisionTreeClassifier
 
 from schemas import SegmentAssignments
+from tasks.clean import CleaningOptions, clean_transactions
 from tasks.cluster import (
-    ClusteringOptions, describe_profile, fit_segments, fold_small_clusters, knee_of, risk_score,
+    EPS_MULTIPLIERS, ClusteringOptions, describe_profile, fit_segments, fold_small_clusters, knee_of,
+    number_segments, plan_tierings, risk_score, weighted_median,
 )
+from tasks.features import build_features
+from tasks.generate import generate_transactions
+from tasks.ingest import load_transactions
+from tasks.model import SegmentModel, Tiering, tier_of
 
 
 def test_knee_is_the_last_point_before_the_curve_shoots_up():
@@ -23,18 +31,54 @@ def test_small_clusters_are_folded_into_outliers_and_the_rest_renumbered_by_size
     labels = np.array([0, 0, 1, 1, 1, 2, -1, 1, 0, 2])
     # sizes: 0 -> 3, 1 -> 4, 2 -> 2; with min_size 3 cluster 2 folds, 1 becomes 0 (largest), 0 becomes 1.
     assert fold_small_clusters(labels, 3).tolist() == [1, 1, 0, 0, 0, -1, -1, 0, 1, -1]
+    # At most one cluster: only the largest stays.
+    assert fold_small_clusters(labels, 1, max_clusters=1).tolist() == [-1, -1, 0, 0, 0, -1, -1, 0, -1, -1]
+    # Weights count as that many customers: cluster 2 weighs 2 + 5 = 7 and becomes the largest.
+    weights = np.array([1, 1, 1, 1, 1, 2, 1, 1, 1, 5])
+    assert fold_small_clusters(labels, 4, weights=weights).tolist() == [-1, -1, 1, 1, 1, 0, -1, 1, -1, 0]
+    assert labels.tolist() == [0, 0, 1, 1, 1, 2, -1, 1, 0, 2]  # input untouched
 
 
-def test_fold_keeps_input_unchanged():
-    labels = np.array([0, 1, 1])
-    fold_small_clusters(labels, 2)
-    assert labels.tolist() == [0, 1, 1]
+def test_weighted_median_is_the_first_value_reaching_half_the_weight():
+    assert weighted_median(np.array([5.0, 1.0, 3.0]), np.ones(3)) == 3.0
+    # Weights 1, 1, 4 on 1, 3, 5: half of 6 is reached at 5.
+    assert weighted_median(np.array([5.0, 1.0, 3.0]), np.array([4.0, 1.0, 1.0])) == 5.0
+
+
+def test_tiers_split_value_then_recency():
+    tiering = Tiering(amount_threshold=100.0, recency_threshold=30.0)
+    amount = np.array([150.0, 150.0, 50.0, 50.0, 100.0])
+    recency = np.array([10, 60, 10, 60, 30])
+    # 0 = higher value & recent, 1 = higher & older, 2 = lower & recent, 3 = lower & older; thresholds go up.
+    assert tier_of(amount, recency, tiering).tolist() == [0, 1, 2, 3, 1]
+
+
+def tiny_features(amount: list[float], recency: list[int]) -> pl.DataFrame:
+    return pl.DataFrame({"Amount": amount, "Recency": recency})
+
+
+def test_only_the_largest_clusters_are_tiered_until_there_are_enough_segments():
+    features = tiny_features([10.0, 20.0, 30.0, 40.0, 5.0, 6.0], [1, 2, 3, 4, 5, 6])
+    clusters = np.array([0, 0, 0, 0, 1, 1])
+    options = ClusteringOptions(min_segments=4, max_segments=8)
+    tierings = plan_tierings(features, clusters, np.ones(6), options)
+    # Two clusters: splitting the largest gives 2 + 3 = 5 segments, enough; its medians are 20 and 2.
+    assert tierings == {0: Tiering(amount_threshold=20.0, recency_threshold=2.0)}
+    four = np.array([0, 0, 1, 1, 2, 3])
+    assert plan_tierings(features, four, np.ones(6), options) == {}
+
+
+def test_segments_are_numbered_by_size():
+    clusters = np.array([0, 0, 0, 0, 1, 1, 1, -1])
+    tiers = np.array([0, 0, 2, 2, 0, 0, 0, 0])
+    # sizes: (1, 0) -> 3, (0, 0) -> 2, (0, 2) -> 2 (tie broken by cluster, then tier); outliers get no id.
+    assert number_segments(clusters, tiers, np.ones(8)) == {(1, 0): 0, (0, 0): 1, (0, 2): 2}
 
 
 def test_risk_is_high_for_a_lapsed_rare_small_buyer_and_low_for_the_opposite():
     frame = pl.DataFrame({"Recency": [300, 5, 100], "FrequencyPurchase": [1, 40, 5], "Amount": [10.0, 9000.0, 500.0]})
-    scores = frame.select(risk_score(frame))["risk_score"].to_list()
-    # ranks /3: lapsed = 0.5*1 + 0.3*(1-1/3) + 0.2*(1-1/3); loyal = 0.5/3 + 0 + 0
+    scores = risk_score(frame).to_list()
+    # ranks / 3: lapsed = 0.5 * 1 + 0.3 * (1 - 1/3) + 0.2 * (1 - 1/3); loyal = 0.5 / 3 + 0 + 0
     assert scores[0] == pytest.approx(0.5 + 0.3 * 2 / 3 + 0.2 * 2 / 3)
     assert scores[1] == pytest.approx(0.5 / 3)
     assert scores[1] < scores[2] < scores[0]
@@ -43,10 +87,11 @@ def test_risk_is_high_for_a_lapsed_rare_small_buyer_and_low_for_the_opposite():
 @pytest.mark.parametrize(
     ("medians", "expected"),
     [
-        ({"Amount": 5000, "Recency": 10, "FrequencyPurchase": 20, "AvgOrderValue": 250}, "High-value loyal"),
+        ({"Amount": 5000, "Recency": 10, "FrequencyPurchase": 20, "AvgOrderValue": 250}, "Top-value loyal"),
+        ({"Amount": 1000, "Recency": 10, "FrequencyPurchase": 5, "AvgOrderValue": 200}, "High-value loyal"),
         ({"Amount": 100, "Recency": 200, "FrequencyPurchase": 1, "AvgOrderValue": 100}, "Low-value one-timers"),
         ({"Amount": 600, "Recency": 250, "FrequencyPurchase": 3, "AvgOrderValue": 200}, "Mid-value lapsed"),
-        ({"Amount": 9000, "Recency": 40, "FrequencyPurchase": 4, "AvgOrderValue": 2250}, "High-value bulk buyers"),
+        ({"Amount": 9000, "Recency": 40, "FrequencyPurchase": 4, "AvgOrderValue": 2250}, "Top-value bulk buyers"),
         ({"Amount": 700, "Recency": 40, "FrequencyPurchase": 3, "AvgOrderValue": 230}, "Mid-value regulars"),
     ],
 )
@@ -58,16 +103,13 @@ def test_names_follow_the_profile_relative_to_the_base(medians, expected):
 
 
 def blobs(seed: int = 0) -> pl.DataFrame:
-    """Three well separated groups of customers in (Recency, Frequency, Amount) plus two far-off points."""
+    """Three well separated groups of 120 customers in (Recency, Frequency, Amount) plus two far-off points."""
     rng = np.random.default_rng(seed)
-    centres = [(5, 30, 8000.0), (200, 1, 80.0), (40, 5, 900.0)]
+    centres = [(20, 30, 8000.0), (200, 1, 80.0), (60, 5, 900.0)]
     rows = []
     for recency, frequency, amount in centres:
         for _ in range(120):
-            rows.append((
-                max(0, int(recency * rng.lognormal(0, 0.1))), frequency,
-                amount * rng.lognormal(0, 0.1),
-            ))
+            rows.append((max(0, int(recency * rng.lognormal(0, 0.1))), frequency, amount * rng.lognormal(0, 0.1)))
     rows += [(1, 400, 500000.0), (365, 200, 2.0)]
     recency, frequency, amount = map(list, zip(*rows))
     n = len(rows)
@@ -80,37 +122,105 @@ def blobs(seed: int = 0) -> pl.DataFrame:
     })
 
 
-def test_separated_groups_become_segments_and_far_points_outliers():
-    features = blobs()
-    result = fit_segments(features, ClusteringOptions(features=("Recency", "FrequencyPurchase", "Amount")))
-    SegmentAssignments.validate(result.assignments)
-    labels = result.assignments["segment"].to_numpy()
-    assert result.metrics["segments"] == 3
-    assert set(labels[-2:]) == {-1}
+THREE_FEATURES = ClusteringOptions(features=("Recency", "FrequencyPurchase", "Amount"))
+
+
+@pytest.fixture(scope="module")
+def blob_segments():
+    return fit_segments(blobs(), THREE_FEATURES)
+
+
+def test_separated_groups_become_clusters_and_far_points_outliers(blob_segments):
+    SegmentAssignments.validate(blob_segments.assignments)
+    clusters = blob_segments.assignments["cluster"].to_numpy()
+    assert blob_segments.metrics["clusters"] == 3
+    assert set(clusters[-2:]) == {-1}
     for start in (0, 120, 240):
-        group = labels[start:start + 120]
+        group = clusters[start:start + 120]
         assert np.mean(group == np.bincount(group[group >= 0]).argmax()) > 0.95
-    names = result.profiles.filter(pl.col("segment") >= 0)["segment_name"].to_list()
-    assert len(set(names)) == 3
-    assert "Outliers" in result.profiles["segment_name"].to_list()
-    assert result.profiles["customers"].sum() == features.height
-    assert result.profiles["revenue_share"].sum() == pytest.approx(1.0)
+
+
+def test_three_clusters_are_refined_into_campaign_segments(blob_segments):
+    assignments = blob_segments.assignments
+    # Three clusters are too few: the largest is split into four value x recency tiers, 3 + 3 = 6.
+    assert blob_segments.metrics["segments"] == 6
+    nested = assignments.filter(pl.col("segment") >= 0).group_by("segment").agg(pl.col("cluster").n_unique())
+    assert nested["cluster"].to_list() == [1] * 6  # every segment lies inside one cluster
+    profiles = blob_segments.profiles
+    assert profiles["segment_name"].is_unique().all()
+    assert "Outliers" in profiles["segment_name"].to_list()
+    assert profiles["customers"].sum() == 362
+    assert profiles["revenue_share"].sum() == pytest.approx(1.0)
+
+
+def test_automatic_eps_is_searched_around_the_knee_within_the_outlier_cap(blob_segments):
+    search = blob_segments.eps_search
+    assert len(search) == len(EPS_MULTIPLIERS)
+    knee = knee_of(blob_segments.k_distances)
+    assert [entry["eps"] for entry in search] == pytest.approx([knee * m for m in EPS_MULTIPLIERS])
+    chosen = next(entry for entry in search if entry["eps"] == blob_segments.eps)
+    assert chosen["outlier_share"] <= 0.15
+    eligible = [entry["stability"] for entry in search if entry["stability"] is not None]
+    assert chosen["stability"] == max(eligible) or round(chosen["stability"], 2) == round(max(eligible), 2)
+    assert blob_segments.min_samples == 6  # 2 x three features
 
 
 def test_user_given_eps_and_min_samples_override_the_automatic_choice():
-    result = fit_segments(blobs(), ClusteringOptions(eps=0.25, min_samples=4))
-    assert (result.eps, result.min_samples) == (0.25, 4)
+    result = fit_segments(blobs(), ClusteringOptions(eps=0.25, min_samples=4, resamples=2))
+    assert (result.eps, result.min_samples, result.eps_search) == (0.25, 4, [])
 
 
-def test_automatic_min_samples_is_twice_the_dimensionality():
-    result = fit_segments(blobs(), ClusteringOptions(features=("Recency", "Amount")))
-    assert result.min_samples == 4
-    assert np.all(np.diff(result.k_distances) >= 0)
-    assert result.eps in result.k_distances
+def test_the_model_reproduces_the_labels_of_every_core_sample(blob_segments):
+    model = blob_segments.model
+    features = blobs()
+    core = np.isin(model.scaled(features), model.core_points).all(axis=1)
+    assert core.sum() == len(model.core_points) > 0
+    assigned = model.assign(features)
+    fitted = blob_segments.assignments
+    for column in ("cluster", "segment", "segment_name"):
+        assert assigned[column].filter(pl.Series(core)).equals(fitted[column].filter(pl.Series(core)))
+
+
+def test_the_model_round_trips_through_json_and_parquet(blob_segments):
+    files = blob_segments.model.to_files()
+    assert set(files) == {"model/model.json", "model/core_samples.parquet"}
+    restored = SegmentModel.from_files(files)
+    assert restored.assign(blobs()).equals(blob_segments.model.assign(blobs()))
+    with pytest.raises(ValueError, match="model format"):
+        SegmentModel.from_files({**files, "model/model.json": b'{"format_version": 99}'})
+
+
+def test_stability_is_reported_and_high_for_clear_structure(blob_segments):
+    assert 0.9 <= blob_segments.metrics["stability"] <= 1.0
 
 
 def test_features_are_not_modified():
     features = blobs()
     before = features.clone()
-    fit_segments(features)
+    fit_segments(features, ClusteringOptions(resamples=2))
     assert features.equals(before)
+
+
+def test_planted_archetypes_are_recovered():
+    generated = generate_transactions(50_000, seed=1)
+    cleaned = clean_transactions(generated.transactions)
+    result = fit_segments(build_features(cleaned.lines, cleaned.returns))
+    truth = result.assignments.join(generated.archetypes, on="CustomerID")
+    assert adjusted_rand_score(truth["archetype"], truth["segment"]) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("countries", [(), ("United Kingdom",)], ids=["all countries", "United Kingdom"])
+def test_real_data_gives_usable_stable_campaign_segments(real_data, countries):
+    cleaned = clean_transactions(load_transactions(real_data).transactions, CleaningOptions(countries=countries))
+    features = build_features(cleaned.lines, cleaned.returns)
+    result = fit_segments(features)
+    shares = result.profiles.filter(pl.col("segment") >= 0)["customer_share"]
+    assert 4 <= result.metrics["segments"] <= 8
+    assert shares.min() >= 0.02
+    assert result.metrics["outlier_share"] <= 0.15
+    assert result.metrics["stability"] >= 0.80
+    # Not the seed's failure: UniqueYears alone must not explain the segments.
+    labelled = features.join(result.assignments, on="CustomerID")
+    tree = DecisionTreeClassifier(max_depth=1).fit(labelled.select("UniqueYears").to_numpy(), labelled["segment"])
+    assert tree.score(labelled.select("UniqueYears").to_numpy(), labelled["segment"]) < 0.90

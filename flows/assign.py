@@ -1,0 +1,83 @@
+"""The `assign-segments` flow: load model -> ingest -> clean -> features -> assign -> publish.
+
+It labels the customers of a new export with the segments of an earlier `customer-segmentation`
+run, so a campaign can follow customers as new invoices arrive without refitting.
+"""
+
+import time
+
+import polars as pl
+from prefect import flow, task
+
+from flows.parameters import AssignmentParameters
+from flows.segmentation import (
+    RunSummary, build_features, clean_transactions, load_transactions, log_stage, new_run_id,
+    publish_prefect_artifacts, publish_run, retry_options,
+)
+from schemas import SegmentAssignments
+from schemas.segment_assignments import OUTLIER
+from tasks import artifacts, clean, cluster, ingest
+from tasks.contracts import enforce
+from tasks.model import SegmentModel, load_model
+
+
+@task(name="load-model")
+def load_segment_model(params: AssignmentParameters) -> SegmentModel:
+    """The published model, read before any other work so a wrong location fails at once."""
+    started = time.perf_counter()
+    model = load_model(params.model)
+    log_stage("load-model", started, model=params.model, core_samples=len(model.core_points))
+    return model
+
+
+@task(name="assign")
+def assign_customers(customer_features: pl.DataFrame, model: SegmentModel) -> pl.DataFrame:
+    """SegmentAssignments of every customer under the published model."""
+    started = time.perf_counter()
+    assignments = enforce(SegmentAssignments, model.assign(customer_features), "Assignment")
+    log_stage("assign", started, customers=assignments.height)
+    return assignments
+
+
+@task(name="export")
+def export_assignments(
+    run_id: str, params: AssignmentParameters, loaded: ingest.IngestedTransactions,
+    cleaned: clean.CleanedTransactions, customer_features: pl.DataFrame, assignments: pl.DataFrame,
+) -> tuple[dict[str, bytes], dict, pl.DataFrame]:
+    """The run's files, the manifest's body and the segment profiles of the assigned customers."""
+    segments = artifacts.segment_table(customer_features, assignments)
+    readings = cluster.read_segments(segments)
+    profiles = cluster.profile_segments(segments, readings)
+    outlier_share = float((assignments["segment"] == OUTLIER).mean())
+    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), loaded.fingerprint, cleaned, segments,
+                                       {"model": params.model, "outlier_share": outlier_share})
+    return artifacts.data_files(segments, profiles, cleaned), manifest, profiles
+
+
+@flow(name="assign-segments")
+def assign_segments(params: AssignmentParameters) -> RunSummary:
+    """Give the customers of a new export the segments of a published model."""
+    run_id = params.run_id or new_run_id()
+    retrying = retry_options(params)
+    model = load_segment_model.with_options(**retrying)(params)
+    loaded = load_transactions.with_options(**retrying)(params)
+    cleaned = clean_transactions.with_options(**retrying)(loaded.transactions, params)
+    customer_features = build_features.with_options(**retrying)(cleaned, params)
+    assignments = assign_customers.with_options(**retrying)(customer_features, model)
+    files, manifest, profiles = export_assignments.with_options(**retrying)(
+        run_id, params, loaded, cleaned, customer_features, assignments)
+    published = publish_run.with_options(**retrying)(run_id, params.target, files, manifest)
+    summary = RunSummary(
+        run_id=run_id,
+        raw_rows=cleaned.raw_rows,
+        clean_rows=cleaned.lines.height,
+        quarantined_rows=cleaned.quarantine.height,
+        customers=customer_features.height,
+        segments=int((profiles["segment"] >= 0).sum()),
+        outlier_share=manifest["metrics"]["outlier_share"],
+        segments_url=published.files["segments.csv"],
+        report_url=None,
+        manifest_url=published.manifest_url,
+    )
+    publish_prefect_artifacts(summary, profiles)
+    return summary
