@@ -66,7 +66,10 @@ def assign_segments(params: AssignmentParameters) -> RunSummary:
     assignments = assign_customers.with_options(**retrying)(customer_features, model)
     files, manifest, profiles = export_assignments.with_options(**retrying)(
         run_id, params, loaded, cleaned, customer_features, assignments)
-    published = publish_run.with_options(**retrying)(run_id, params.target, files, manifest)
+    published = publish_run.with_options(**retrying)(
+        run_id, params.target, files, manifest, s3=params.s3_settings(),
+        report_link_expiry_seconds=params.report_link_expiry_seconds,
+    )
     summary = RunSummary(
         run_id=run_id,
         raw_rows=cleaned.raw_rows,

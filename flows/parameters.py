@@ -4,12 +4,14 @@ import shlex
 from datetime import date
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.clean import DEFAULT_NON_PRODUCT_CODES
 from tasks.cluster import PROFILED_FEATURES
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
-from tasks.publish import parse_target, validate_run_id
+from tasks.publish import (
+    DEFAULT_LINK_EXPIRY_SECONDS, MAX_LINK_EXPIRY_SECONDS, S3Settings, parse_target, validate_run_id,
+)
 
 
 class RunParameters(BaseModel):
@@ -42,6 +44,29 @@ class RunParameters(BaseModel):
     snapshot_date: date | None = Field(
         default=None, description="Date that Recency and Tenure count to. Empty: the day after the last invoice.",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint, e.g. http://minio:9000. Empty: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="S3 region. Empty: AWS_REGION, AWS_DEFAULT_REGION or the profile's.",
+    )
+    s3_addressing_style: Literal["auto", "virtual", "path"] | None = Field(
+        default=None, description="Bucket in the host name or in the path; MinIO wants path. Empty: boto3's choice.",
+    )
+    s3_server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(
+        default=None, description="Server-side encryption of every published object. Empty: the bucket's default.",
+    )
+    s3_create_bucket: bool = Field(default=False, description="Create the target bucket if it does not exist.")
+    s3_access_key_id_block: str | None = Field(
+        default=None, description="Prefect Secret block holding the S3 access key id. Empty: the AWS credential chain.",
+    )
+    s3_secret_access_key_block: str | None = Field(
+        default=None, description="Prefect Secret block holding the S3 secret access key (name both blocks or neither).",
+    )
+    report_link_expiry_seconds: int = Field(
+        default=DEFAULT_LINK_EXPIRY_SECONDS, ge=1, le=MAX_LINK_EXPIRY_SECONDS,
+        description="How long the presigned S3 link to the report in the Prefect UI works (at most 7 days).",
+    )
     retries: int = Field(default=2, ge=0, le=10, description="How often a failed stage is retried.")
     retry_delay_seconds: float = Field(default=5.0, ge=0, le=600, description="Wait between retries of a stage.")
 
@@ -55,6 +80,19 @@ class RunParameters(BaseModel):
     @classmethod
     def valid_run_id(cls, run_id: str | None) -> str | None:
         return run_id if run_id is None else validate_run_id(run_id)
+
+    @model_validator(mode="after")
+    def valid_s3_settings(self) -> "RunParameters":
+        self.s3_settings()
+        return self
+
+    def s3_settings(self) -> S3Settings:
+        """The S3 parameters as the publisher takes them."""
+        return S3Settings(
+            endpoint_url=self.s3_endpoint_url, region=self.s3_region, addressing_style=self.s3_addressing_style,
+            server_side_encryption=self.s3_server_side_encryption, create_bucket=self.s3_create_bucket,
+            access_key_id_block=self.s3_access_key_id_block, secret_access_key_block=self.s3_secret_access_key_block,
+        )
 
     def as_command_line(self, run_id: str) -> str:
         """The `segments` command that reproduces these parameters for the given run id."""

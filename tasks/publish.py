@@ -8,10 +8,14 @@ Layout, the same for both targets:
 
 The manifest is written only after every file in it is stored and verified, so a reader
 that finds a manifest can trust it; an interrupted publish leaves no manifest behind.
+On S3 every object goes up with a SHA-256 checksum (in parts from the multipart threshold on)
+and is verified after the upload: by S3's stored checksum, or for multipart objects by reading
+it back, as S3 keeps only a checksum of the parts' checksums for those.
 """
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import os
@@ -20,12 +24,14 @@ import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore import exceptions as boto_errors
 from botocore.config import Config
 
@@ -38,6 +44,11 @@ S3Client = Any  # botocore builds the client class at runtime, so there is nothi
 MANIFEST_NAME = "manifest.json"
 LATEST_KEY = "latest.json"
 S3_MAX_ATTEMPTS = 3  # the first try included
+MIB = 1024 * 1024
+MIN_PART_BYTES = 5 * MIB  # S3 refuses smaller parts, except the last one
+DEFAULT_MULTIPART_THRESHOLD_BYTES = 8 * MIB  # boto3's default; objects this big go up in parts of this size
+DEFAULT_LINK_EXPIRY_SECONDS = 24 * 60 * 60
+MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 60 * 60  # the longest a SigV4 presigned URL can be valid
 
 CONTENT_TYPES = {
     ".parquet": "application/vnd.apache.parquet",
@@ -52,6 +63,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # S3 error codes that mean "try again later" although their HTTP status is a 4xx.
 _RETRYABLE_S3_CODES = {"RequestTimeout", "SlowDown", "Throttling", "BadDigest", "XAmzContentSHA256Mismatch"}
+_MISSING_BUCKET_CODES = {"NoSuchBucket", "404"}  # HEAD responses carry no error body, so only the status is left
 _MISSING_CREDENTIALS = (
     boto_errors.NoCredentialsError,
     boto_errors.PartialCredentialsError,
@@ -83,6 +95,42 @@ class S3Target:
 
 
 Target = LocalTarget | S3Target
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach an S3-compatible store; the defaults leave everything to the standard AWS settings."""
+
+    endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL or AWS itself
+    region: str | None = None  # None: AWS_REGION, AWS_DEFAULT_REGION or the profile's region
+    addressing_style: Literal["auto", "virtual", "path"] | None = None  # MinIO and most other stores want "path"
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    create_bucket: bool = False  # create a missing bucket instead of failing
+    access_key_id_block: str | None = None  # names of Prefect Secret blocks; None: the AWS credential chain
+    secret_access_key_block: str | None = None
+    multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD_BYTES
+
+    def __post_init__(self) -> None:
+        if (self.access_key_id_block is None) != (self.secret_access_key_block is None):
+            raise ValueError("Name both Prefect Secret blocks (access key id and secret access key), or neither.")
+        if self.multipart_threshold_bytes < MIN_PART_BYTES:
+            raise ValueError(f"The multipart threshold must be at least {MIN_PART_BYTES:,} bytes, S3's smallest part.")
+
+
+@dataclass(frozen=True)
+class AwsKeys:
+    """An access key pair; the secret stays out of repr() and so out of logs and tracebacks."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DownloadLink:
+    """A URL that opens a stored object, and when it stops working (None: never)."""
+
+    url: str
+    expires_at: datetime | None
 
 
 def parse_target(target: str | os.PathLike[str]) -> Target:
@@ -154,6 +202,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def without_query(url: str) -> str:
+    """The URL without its query string, where a presigned URL carries its signature: safe to log."""
+    return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+
+
 # --- stores ----------------------------------------------------------------------------
 
 
@@ -167,6 +220,8 @@ class ArtifactStore(Protocol):
     def sha256_of(self, key: str) -> str | None: ...
 
     def url(self, key: str) -> str: ...
+
+    def download_url(self, key: str, expires_in_seconds: int) -> DownloadLink: ...
 
 
 class LocalStore:
@@ -202,6 +257,10 @@ class LocalStore:
         """A file:// URI for the key."""
         return self._path(key).as_uri()
 
+    def download_url(self, key: str, expires_in_seconds: int) -> DownloadLink:
+        """The file:// URI, which does not expire."""
+        return DownloadLink(self.url(key), expires_at=None)
+
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
@@ -225,21 +284,57 @@ def _write_atomically(path: Path, data: bytes) -> None:
 class S3Store:
     """A bucket (and optional key prefix) reached through a boto3 S3 client."""
 
-    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, prefix: str = "", *,
+        server_side_encryption: str | None = None,
+        multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD_BYTES,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.server_side_encryption = server_side_encryption
+        # Parts go up one after another: artifacts are a few MB, and failures then surface in the caller's thread.
+        self.transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold_bytes, multipart_chunksize=multipart_threshold_bytes,
+            use_threads=False,
+        )
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Upload `data` in one request; S3 rejects the upload if the bytes do not match their SHA-256."""
+        """Upload `data`, in parts from the multipart threshold on; S3 rejects any part that fails its SHA-256."""
+        extra_args = {"ContentType": content_type, "ChecksumAlgorithm": "SHA256"}
+        if self.server_side_encryption:
+            extra_args["ServerSideEncryption"] = self.server_side_encryption
         with self._errors_explained(key):
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._object_key(key),
-                Body=data,
-                ContentType=content_type,
-                ChecksumAlgorithm="SHA256",
-            )
+            try:
+                self.client.upload_fileobj(
+                    io.BytesIO(data), self.bucket, self._object_key(key), ExtraArgs=extra_args,
+                    Config=self.transfer_config,
+                )
+            except boto_errors.ClientError as error:
+                # A retried CompleteMultipartUpload whose first try did complete finds no upload any more.
+                # Whether the object is there is for the caller's check of the stored bytes to tell.
+                if _error_code(error) != "NoSuchUpload":
+                    raise
+                log.warning("Multipart upload of %s already completed or aborted; checking the object.", self.url(key))
+
+    def create_bucket_if_missing(self) -> None:
+        """Create the bucket, in the client's region, unless it exists."""
+        with self._errors_explained(""):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return
+            except boto_errors.ClientError as error:
+                if _error_code(error) not in _MISSING_BUCKET_CODES:
+                    raise
+            region = self.client.meta.region_name
+            location = {} if region in (None, "us-east-1") else {
+                "CreateBucketConfiguration": {"LocationConstraint": region}}
+            try:
+                self.client.create_bucket(Bucket=self.bucket, **location)
+                log.info("Created bucket %s.", self.bucket)
+            except boto_errors.ClientError as error:
+                if _error_code(error) != "BucketAlreadyOwnedByYou":  # created meanwhile by a parallel run
+                    raise
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is no such object."""
@@ -252,7 +347,7 @@ class S3Store:
                 raise
 
     def sha256_of(self, key: str) -> str | None:
-        """Hex SHA-256 from the object's stored checksum, else by reading it back; None if absent."""
+        """Hex SHA-256 of the whole object: its stored checksum if any, else by reading it back; None if absent."""
         with self._errors_explained(key):
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=self._object_key(key), ChecksumMode="ENABLED")
@@ -260,16 +355,28 @@ class S3Store:
                 if _is_missing_object(error):
                     return None
                 raise
-        stored = head.get("ChecksumSHA256")
-        # A multipart object's checksum is a checksum of part checksums ("...-N"), not of the bytes.
-        if stored and "-" not in stored and head.get("ChecksumType") != "COMPOSITE":
-            return base64.b64decode(stored).hex()
+        stored = _whole_object_sha256(head)
+        if stored is not None:
+            return stored
         data = self.get(key)
         return None if data is None else sha256_hex(data)
 
     def url(self, key: str) -> str:
         """The s3:// URI of the key."""
         return f"s3://{self.bucket}/{self._object_key(key)}"
+
+    def download_url(self, key: str, expires_in_seconds: int) -> DownloadLink:
+        """A presigned GET URL of the object; its query string holds a signature, so never log it whole."""
+        if not 1 <= expires_in_seconds <= MAX_LINK_EXPIRY_SECONDS:
+            raise ValueError(f"A presigned link expires after 1 to {MAX_LINK_EXPIRY_SECONDS:,} seconds, "
+                             f"not {expires_in_seconds:,}.")
+        expires_at = datetime.now(timezone.utc) + timedelta(seconds=expires_in_seconds)
+        with self._errors_explained(key):
+            url = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._object_key(key)},
+                ExpiresIn=expires_in_seconds,
+            )
+        return DownloadLink(url, expires_at)
 
     def _object_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -295,6 +402,15 @@ class S3Store:
             ) from error
 
 
+def _whole_object_sha256(head: dict) -> str | None:
+    """Hex SHA-256 of the whole object from a HEAD response, or None if S3 did not store one."""
+    stored = head.get("ChecksumSHA256")
+    # A multipart object's checksum is a checksum of its parts' checksums, not of its bytes. S3 marks it with
+    # a "-<parts>" suffix; moto does not, but like S3 it ends a multipart object's ETag with "-<parts>".
+    multipart = "-" in head.get("ETag", "") or "-" in (stored or "") or head.get("ChecksumType") == "COMPOSITE"
+    return None if not stored or multipart else base64.b64decode(stored).hex()
+
+
 def _is_missing_object(error: boto_errors.ClientError) -> bool:
     """True for 'no such key'; HEAD requests carry no error body, so their code is just '404'."""
     return _error_code(error) in {"NoSuchKey", "404"}
@@ -309,7 +425,7 @@ def _explain_client_error(error: boto_errors.ClientError, bucket: str, url: str)
     code = _error_code(error)
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     if code == "NoSuchBucket":
-        problem = f"bucket {bucket!r} does not exist. Create it or fix the target"
+        problem = f"bucket {bucket!r} does not exist. Create it, fix the target or allow creating the bucket"
     elif status == 403:
         problem = (
             f"access to bucket {bucket!r} was denied. Check that the credentials are valid "
@@ -324,7 +440,8 @@ def _explain_client_error(error: boto_errors.ClientError, bucket: str, url: str)
 
 
 def make_s3_client(
-    endpoint_url: str | None = None, region: str | None = None, addressing_style: str | None = None
+    endpoint_url: str | None = None, region: str | None = None, addressing_style: str | None = None,
+    keys: AwsKeys | None = None,
 ) -> S3Client:
     """A boto3 S3 client from the standard AWS settings; explicit arguments override them."""
     # boto3 already reads AWS_ENDPOINT_URL(_S3), AWS_DEFAULT_REGION and the credential chain, but not AWS_REGION.
@@ -332,16 +449,56 @@ def make_s3_client(
     config = Config(
         retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
         s3={"addressing_style": addressing_style} if addressing_style else None,
+        signature_version="s3v4",  # also for presigned URLs, which would otherwise use the deprecated SigV2 here
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+    # Without keys, boto3 follows the credential chain: environment, shared files and profile, instance role.
+    credentials = (
+        {"aws_access_key_id": keys.access_key_id, "aws_secret_access_key": keys.secret_access_key} if keys else {}
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config, **credentials)
 
 
-def open_store(target: str | os.PathLike[str], s3_client: S3Client | None = None) -> ArtifactStore:
-    """The store for a target; S3 uses `s3_client` or one built by make_s3_client()."""
+def keys_from_secret_blocks(settings: S3Settings) -> AwsKeys | None:
+    """The access key pair from the Prefect Secret blocks named in `settings`; None if none are named."""
+    if settings.access_key_id_block is None or settings.secret_access_key_block is None:
+        return None
+    return AwsKeys(
+        _secret_block_text(settings.access_key_id_block), _secret_block_text(settings.secret_access_key_block)
+    )
+
+
+def _secret_block_text(name: str) -> str:
+    """The string stored in the Prefect Secret block `name`."""
+    # Imported here, not at the top: the CLI imports this module and must configure Prefect before Prefect loads.
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError as error:  # what Prefect raises for an unknown block name
+        raise PublishError(f"Prefect Secret block {name!r} was not found; create it or fix its name.",
+                           retryable=False) from error
+    if not isinstance(value, str) or not value:
+        raise PublishError(f"Prefect Secret block {name!r} must hold a non-empty string.", retryable=False)
+    return value
+
+
+def open_store(
+    target: str | os.PathLike[str], s3_client: S3Client | None = None, settings: S3Settings = S3Settings()
+) -> ArtifactStore:
+    """The store for a target; S3 uses `s3_client` or one built from `settings`, and creates the bucket if asked."""
     parsed = parse_target(target)
     if isinstance(parsed, LocalTarget):
         return LocalStore(parsed.root)
-    return S3Store(s3_client or make_s3_client(), parsed.bucket, parsed.prefix)
+    client = s3_client or make_s3_client(
+        settings.endpoint_url, settings.region, settings.addressing_style, keys_from_secret_blocks(settings),
+    )
+    store = S3Store(
+        client, parsed.bucket, parsed.prefix, server_side_encryption=settings.server_side_encryption,
+        multipart_threshold_bytes=settings.multipart_threshold_bytes,
+    )
+    if settings.create_bucket:
+        store.create_bucket_if_missing()
+    return store
 
 
 # --- publishing ------------------------------------------------------------------------
@@ -394,6 +551,9 @@ def _put_verified(store: ArtifactStore, key: str, data: bytes) -> bool:
         return False
     store.put(key, data, content_type_for(key))
     stored = store.sha256_of(key)
+    if stored is None:
+        raise PublishError(f"Publish to {store.url(key)}: the object is missing after its upload. Retrying may help.",
+                           retryable=True)
     if stored != expected:
         raise PublishError(
             f"Publish to {store.url(key)}: the stored object's sha256 is {stored} but the uploaded bytes have "
