@@ -5,6 +5,8 @@ Each stage is a thin Prefect task around a plain function in `tasks/`; the flow 
 
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -14,8 +16,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from flows.parameters import RunParameters, SegmentationParameters
 from tasks import artifacts, clean, cluster, features, ingest, publish, report
-from tasks.errors import SegmentsError
+from tasks.errors import DataContractError, SegmentsError
 from tasks.generate import generate_transactions
+
+
+MAX_FAILURE_CASES = 1_000
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ def clean_transactions(raw: pl.DataFrame, params: RunParameters) -> clean.Cleane
     """Apply the cleaning rules; every removed row lands in the quarantine with its rule."""
     started = time.perf_counter()
     options = clean.CleaningOptions(non_product_codes=tuple(params.non_product_codes), countries=tuple(params.countries))
-    cleaned = clean.clean_transactions(raw, options)
+    with contract_failures_published("clean"):
+        cleaned = clean.clean_transactions(raw, options)
     log_stage("clean", started, clean_rows=cleaned.lines.height, quarantined_rows=cleaned.quarantine.height)
     return cleaned
 
@@ -60,7 +66,8 @@ def clean_transactions(raw: pl.DataFrame, params: RunParameters) -> clean.Cleane
 def build_features(cleaned: clean.CleanedTransactions, params: RunParameters) -> pl.DataFrame:
     """One row of behaviour features per customer."""
     started = time.perf_counter()
-    customer_features = features.build_features(cleaned.lines, cleaned.returns, params.snapshot_date)
+    with contract_failures_published("features"):
+        customer_features = features.build_features(cleaned.lines, cleaned.returns, params.snapshot_date)
     log_stage("features", started, customers=customer_features.height)
     return customer_features
 
@@ -74,7 +81,8 @@ def fit_segments(customer_features: pl.DataFrame, params: SegmentationParameters
         min_segment_share=params.min_segment_share, max_outlier_share=params.max_outlier_share,
         resamples=params.stability_resamples, seed=params.seed,
     )
-    segmentation = cluster.fit_segments(customer_features, options)
+    with contract_failures_published("cluster"):
+        segmentation = cluster.fit_segments(customer_features, options)
     log_stage("cluster", started, eps=round(segmentation.eps, 4), min_samples=segmentation.min_samples,
                **{key: round(value, 4) if isinstance(value, float) else value
                   for key, value in segmentation.metrics.items()})
@@ -175,6 +183,21 @@ def is_transient_failure(task, task_run, state) -> bool:
     except Exception:
         return True
     return False
+
+
+@contextmanager
+def contract_failures_published(stage: str) -> Iterator[None]:
+    """Attach the failure cases of a broken data contract to the run as a table, then fail it."""
+    try:
+        yield
+    except DataContractError as error:
+        if error.failure_cases is not None:
+            create_table_artifact(
+                key=f"{stage}-contract-failures",
+                table=error.failure_cases.head(MAX_FAILURE_CASES).with_columns(pl.all().cast(pl.String)).to_dicts(),
+                description=f"First {MAX_FAILURE_CASES} failure cases: {error}"[:1000],
+            )
+        raise
 
 
 def new_run_id() -> str:

@@ -92,3 +92,24 @@ def test_bad_input_fails_the_run_at_once_with_the_reason(tmp_path):
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert [(run.name.split("-")[0], run.run_count) for run in task_runs] == [("ingest", 1)]
     assert not (Path(tmp_path) / "runs").exists()
+
+
+def test_a_broken_clean_contract_fails_the_run_and_publishes_the_failure_cases(tmp_path, monkeypatch):
+    import tasks.clean
+
+    # Without the price rule, the demo data's free lines reach the clean contract, which refuses them.
+    monkeypatch.setattr(tasks.clean, "RULES", tuple(r for r in tasks.clean.RULES if r.name != "non_positive_price"))
+    state = customer_segmentation(SegmentationParameters(target=str(tmp_path), demo_lines=5_000, retries=0),
+                                  return_state=True)
+    assert state.is_failed()
+    assert "CleanTransactions contract" in state.message and "'UnitPrice' fails greater_than(0)" in state.message
+    assert "Traceback" not in state.message
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    failures = next(artifact for artifact in artifacts if artifact.key == "clean-contract-failures")
+    assert "UnitPrice" in str(failures.data)
+    assert not (tmp_path / "runs").exists()
