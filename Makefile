@@ -4,14 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 # pip's `-c` pins every package to the versions the suite last passed with.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+# The browser tests drive Debian's chromium: Playwright cannot download its own browsers everywhere.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lock clean
+.PHONY: run serve test lock clean
 
 run: $(VENV)/.installed-run  ## Run the whole flow on the built-in synthetic demo data
 	$(BIN)/segments run
 
-test: $(VENV)/.installed-test  ## Install what the tests need and run the whole suite
+serve: $(VENV)/.installed-run  ## Local Prefect server, work pool, deployments and worker until Ctrl-C
+	$(BIN)/segments serve
+
+test: $(VENV)/.installed-test $(CHROMIUM)  ## Install what the tests need and run the whole suite
 	$(BIN)/python -m pytest
+
+# A file target: apt runs only on machines without the browser.
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +40,8 @@ lock: $(VENV)/.installed-test  ## Refresh constraints.txt from the current envir
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
+
+# Phony: bench/ is also a folder, which would otherwise count as an up-to-date target.
+.PHONY: bench
+bench: $(VENV)/.installed-test  ## Time the project against DuckDB and pandas (--quick); BENCH_ARGS=--full for 50M lines
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""`segments`: run the segmentation flow, or generate the synthetic demo data, from a terminal."""
+"""`segments`: run, assign, serve or trigger the segmentation flows, or generate demo data, from a terminal."""
 
 import argparse
 import os
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flows.parameters import CLI_FLAGS, SegmentationParameters
+from flows.parameters import CLI_FLAGS, AssignmentParameters, RunParameters, SegmentationParameters
+from flows.trigger import parse_override
 from tasks.errors import SegmentsError
 
 
@@ -27,28 +28,49 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the customer-segmentation flow and publish its artifacts")
-    for name, field in SegmentationParameters.model_fields.items():
-        flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
-        repeated = name in CLI_FLAGS
-        run.add_argument(flag, dest=name, action="append" if repeated else "store",
-                         help=field.description + (" (repeat the flag for several)" if repeated else ""))
-    run.set_defaults(handler=run_flow)
+    add_parameter_flags(run, SegmentationParameters)
+    run.set_defaults(handler=run_flow, parameters=SegmentationParameters, flow_name="customer_segmentation")
+
+    assign = commands.add_parser("assign", help="label the customers of a new export with a published model")
+    add_parameter_flags(assign, AssignmentParameters)
+    assign.set_defaults(handler=run_flow, parameters=AssignmentParameters, flow_name="assign_segments")
 
     generate = commands.add_parser("generate", help="write synthetic demo transactions and their planted archetypes")
     generate.add_argument("--output", type=Path, default=Path("demo-data"), help="directory to write into")
     generate.add_argument("--lines", type=int, default=200_000, help="approximate number of invoice lines")
     generate.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
     generate.set_defaults(handler=generate_data)
+
+    serve = commands.add_parser("serve", help="a local Prefect server, the deployments and a worker until Ctrl-C")
+    serve.add_argument("--port", type=int, default=4200,
+                       help="port of the local server (not started when PREFECT_API_URL is set)")
+    serve.set_defaults(handler=serve_stack)
+
+    trigger = commands.add_parser("trigger", help="start a run of the deployment customer-segmentation/one-off")
+    trigger.add_argument("--param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         type=parse_override, help="set one field of the run's parameters; the value is read as "
+                                                   "JSON when it is JSON, e.g. countries='[\"France\"]' (repeatable)")
+    trigger.add_argument("--watch", action="store_true", help="wait for the run to end; exit 1 unless it completed")
+    trigger.set_defaults(handler=trigger_run)
     return parser
 
 
-def parameters_from(arguments: argparse.Namespace) -> SegmentationParameters:
+def add_parameter_flags(parser: argparse.ArgumentParser, parameters: type[RunParameters]) -> None:
+    """One flag per field of the flow's parameters model; list and mapping fields take the flag repeatedly."""
+    for name, field in parameters.model_fields.items():
+        flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
+        repeated = name in CLI_FLAGS
+        parser.add_argument(flag, dest=name, action="append" if repeated else "store",
+                            help=field.description + (" (repeat the flag for several)" if repeated else ""))
+
+
+def parameters_from(arguments: argparse.Namespace) -> RunParameters:
     """Validated flow parameters from the given flags; unset flags keep the model's defaults."""
-    given = {name: value for name, value in vars(arguments).items()
-             if name in SegmentationParameters.model_fields and value is not None}
+    model = arguments.parameters
+    given = {name: value for name, value in vars(arguments).items() if name in model.model_fields and value is not None}
     if "column_mapping" in given:
         given["column_mapping"] = dict(pair.split("=", 1) for pair in given["column_mapping"] if "=" in pair)
-    return SegmentationParameters(**given)
+    return model(**given)
 
 
 def run_flow(arguments: argparse.Namespace) -> int:
@@ -57,9 +79,10 @@ def run_flow(arguments: argparse.Namespace) -> int:
     # 2-core machine the temporary API server can take longer than Prefect's 20 s default to start.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.segmentation import customer_segmentation
+    from flows import assign, segmentation
 
-    state = customer_segmentation(params, return_state=True)
+    flow = {"customer_segmentation": segmentation.customer_segmentation, "assign_segments": assign.assign_segments}
+    state = flow[arguments.flow_name](params, return_state=True)
     if not state.is_completed():
         print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
         return 1
@@ -71,8 +94,9 @@ def run_flow(arguments: argparse.Namespace) -> int:
         f"  clean rows        {summary.clean_rows:>12,}\n"
         f"  customers         {summary.customers:>12,}\n"
         f"  segments          {summary.segments:>12,}  (+ outliers: {summary.outlier_share:.1%} of customers)\n"
-        f"  report            {summary.report_url}\n"
-        f"  manifest          {summary.manifest_url}"
+        f"  segments file     {summary.segments_url}\n"
+        + (f"  report            {summary.report_url}\n" if summary.report_url else "")
+        + f"  manifest          {summary.manifest_url}"
     )
     return 0
 
@@ -83,6 +107,18 @@ def generate_data(arguments: argparse.Namespace) -> int:
     transactions, archetypes = write_generated(arguments.output, arguments.lines, seed=arguments.seed)
     print(f"Wrote {transactions} and {archetypes}.")
     return 0
+
+
+def serve_stack(arguments: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    return serve(arguments.port)
+
+
+def trigger_run(arguments: argparse.Namespace) -> int:
+    from flows.trigger import trigger
+
+    return trigger(dict(arguments.overrides), watch=arguments.watch)
 
 
 if __name__ == "__main__":

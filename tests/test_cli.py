@@ -39,7 +39,7 @@ def test_reproduce_command_round_trips():
     ("flags", "message"),
     [
         (["--eps", "-1"], "eps"),
-        (["--feature", "Shoe size"], "unknown feature(s) Shoe size"),
+        (["--feature", "Shoe size"], "Input should be 'Recency'"),
         (["--run-id", "../escape"], "Invalid run id '../escape'"),
         (["--target", "s3://x"], "not a valid bucket name"),
     ],

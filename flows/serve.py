@@ -1,0 +1,164 @@
+"""`segments serve`: the project's whole Prefect stack on this machine, in one command.
+
+It starts a Prefect server with its SQLite database (unless an API is already configured),
+creates the `segments` process work pool, deploys everything in prefect.yaml and runs a worker
+until Ctrl-C or SIGTERM, which stop the worker first, then the server.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+# This environment's own `prefect`: its worker starts flow runs with the same interpreter and packages.
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+WORK_POOL = "segments"
+READY_MESSAGE = "Prefect UI:"
+STARTUP_TIMEOUT_SECONDS = 180.0
+STOP_GRACE_SECONDS = 10.0
+# A busy worker may let the first interrupt pass; the second one stops it.
+WORKER_STOP_SIGNALS = (signal.SIGINT, signal.SIGINT)
+SERVER_STOP_SIGNALS = (signal.SIGTERM,)
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start or stopped by itself."""
+
+
+def serve(port: int) -> int:
+    """Bring the stack up, keep it running until interrupted, and stop everything it started; returns the exit code."""
+    from prefect.settings import get_current_settings
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
+    settings = get_current_settings()
+    environment = stack_environment()
+    try:
+        with ExitStack() as started:
+            processes: dict[str, subprocess.Popen] = {}
+            if settings.api.url:
+                api_url, ui_url = settings.api.url, settings.ui_url
+            else:
+                api_url, ui_url = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
+                environment["PREFECT_API_URL"] = api_url  # the server's UI and every later process talk to it
+                server_command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+                processes["server"] = started.enter_context(running(server_command, environment, SERVER_STOP_SIGNALS))
+                wait_until_healthy(api_url, processes["server"])
+            ensure_work_pool(api_url)
+            worker_command = [PREFECT, "worker", "start", "--pool", WORK_POOL]
+            processes["worker"] = started.enter_context(running(worker_command, environment, WORKER_STOP_SIGNALS))
+            deploy(environment)
+            print(f"\n{READY_MESSAGE} {ui_url}\n"
+                  f"Start runs there (Deployments -> one-off -> Run) or, in another terminal, with\n"
+                  f"  PREFECT_API_URL={api_url} segments trigger --watch\n"
+                  f"Ctrl-C stops the worker{' and the server' if 'server' in processes else ''}.", flush=True)
+            supervise(processes)
+    except KeyboardInterrupt:
+        print("Stopped everything `segments serve` started.", flush=True)
+        return 0
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def stack_environment() -> dict[str, str]:
+    """This process's environment plus what the stack's own processes need."""
+    return {
+        **os.environ,
+        # `prefect deploy` resolves the pull step's `{{ $SEGMENTS_PROJECT_DIR }}` to this checkout.
+        "SEGMENTS_PROJECT_DIR": str(PROJECT_DIR),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    }
+
+
+@contextmanager
+def running(
+    command: Sequence[str], environment: dict[str, str], stop_signals: Sequence[int],
+) -> Iterator[subprocess.Popen]:
+    """A child process that is always stopped on exit with the given signals, then killed if it outlives them."""
+    # Its own process group: Ctrl-C reaches only `segments serve`, which stops the children in order.
+    process = subprocess.Popen(command, env=environment, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, process_group=0)
+    try:
+        yield process
+    finally:
+        stop(process, stop_signals)
+
+
+def stop(process: subprocess.Popen, stop_signals: Sequence[int]) -> None:
+    """Send each signal in turn, waiting a grace period after each, and kill the process if it is still there."""
+    try:
+        for stop_signal in stop_signals:
+            if process.poll() is not None:
+                return
+            process.send_signal(stop_signal)
+            try:
+                process.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def wait_until_healthy(api_url: str, server: subprocess.Popen) -> None:
+    """Poll the API's health endpoint until it answers; fail early if the server process exits."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise StackError(f"the Prefect server exited with code {server.returncode} (its output is above)")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise StackError(f"the Prefect server did not answer on {api_url} within {STARTUP_TIMEOUT_SECONDS:.0f} s")
+
+
+def ensure_work_pool(api_url: str) -> None:
+    """Create the process work pool that prefect.yaml names, unless the server has it already."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
+
+    pool = WorkPoolCreate(name=WORK_POOL, type=ProcessWorker.type,
+                          base_job_template=ProcessWorker.get_default_base_job_template())
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(pool)
+        except ObjectAlreadyExists:
+            pass
+        except httpx.TransportError as error:
+            raise StackError(f"cannot reach the Prefect API at {api_url}: {error}") from None
+
+
+def deploy(environment: dict[str, str]) -> None:
+    """Register every deployment in prefect.yaml."""
+    deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=environment, cwd=PROJECT_DIR,
+                              stdin=subprocess.DEVNULL)
+    if deployed.returncode != 0:
+        raise StackError(f"`prefect deploy --all` failed with code {deployed.returncode} (its output is above)")
+
+
+def supervise(processes: dict[str, subprocess.Popen]) -> None:
+    """Block until interrupted; raise StackError as soon as a part of the stack stops by itself."""
+    while True:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise StackError(f"the {name} exited with code {process.returncode}; stopping the rest")
+        time.sleep(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Unwind on Ctrl-C or SIGTERM, even when started with SIGINT ignored (as shells start background jobs)."""
+    raise KeyboardInterrupt

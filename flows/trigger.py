@@ -1,0 +1,80 @@
+"""`segments trigger`: start a run of the deployment customer-segmentation/one-off and, if asked, watch it end."""
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+from uuid import UUID
+
+from flows.parameters import SegmentationParameters
+
+DEPLOYMENT = "customer-segmentation/one-off"
+POLL_SECONDS = 2.0
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` as (field name, value); the value is read as JSON when it is JSON, else kept as text."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def trigger(overrides: dict[str, Any], watch: bool) -> int:
+    """Start a run with the deployment's parameters updated by `overrides`; print its URL and, with `watch`, its end."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if not settings.api.url:
+        print("error: PREFECT_API_URL is not set; start the stack with `segments serve` and use the address it prints",
+              file=sys.stderr)
+        return 2
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(DEPLOYMENT)
+        # Prefect replaces a flow parameter as a whole, so the deployment's `params` are completed here
+        # and validated in full before anything is submitted.
+        params = SegmentationParameters(**deployment.parameters.get("params", {}) | overrides)
+        submitted = {"params": params.model_dump(mode="json", exclude_unset=True)}
+        flow_run = run_deployment(deployment.id, parameters=submitted, timeout=0, as_subflow=False)
+        print(f"Flow run {flow_run.name}: {settings.ui_url}/runs/flow-run/{flow_run.id}", flush=True)
+        return wait_for_final_state(flow_run.id) if watch else 0
+    except ObjectNotFound:
+        print(f"error: no deployment {DEPLOYMENT} at {settings.api.url}; deploy it with `segments serve` "
+              "or `prefect --no-prompt deploy --all`", file=sys.stderr)
+        return 1
+    except PrefectHTTPStatusError as error:  # e.g. a deployment made from an older checkout, with another schema
+        print(f"error: the API refused the run: {error}", file=sys.stderr)
+        return 2
+    except httpx.TransportError as error:
+        print(f"error: cannot reach the Prefect API at {settings.api.url}: {error}", file=sys.stderr)
+        return 1
+
+
+def wait_for_final_state(flow_run_id: UUID) -> int:
+    """Print each state the run goes through until a final one; 0 if it Completed, else 1."""
+    from prefect.client.orchestration import get_client
+
+    # Polling the run rather than following its events: `prefect flow-run watch` can replay old events.
+    shown = None
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state.name != shown:
+                print(f"  {state.name}", flush=True)
+                shown = state.name
+            if state.is_final():
+                break
+            time.sleep(POLL_SECONDS)
+    if state.is_completed():
+        return 0
+    print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,132 @@
+"""The deployment in the Prefect UI, driven in headless Chromium: its run form, a Quick run and a custom run."""
+
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, Response, expect
+from prefect.client.schemas.actions import DeploymentUpdate
+
+from flows.parameters import SegmentationParameters
+from flows.trigger import DEPLOYMENT
+from tests.chromium import chromium
+
+pytest_plugins = ["tests.prefect_stack"]
+
+SHARED_SCREENSHOTS = Path("/tmp/ui-screenshots")  # a copy for people to look at after the run
+RUN_TIMEOUT_MS = 300_000
+FINAL_STATES = re.compile("Completed|Failed|Crashed|Cancelled")
+
+
+@pytest.fixture(scope="module")
+def deployment_id(prefect_stack) -> UUID:
+    """The one-off deployment with defaults that make Quick runs small and publish to the test bucket."""
+    with prefect_stack.client() as client:
+        deployment = client.read_deployment_by_name(DEPLOYMENT)
+        params = deployment.parameters["params"] | {"target": f"s3://{prefect_stack.bucket}/ui", "demo_lines": 20_000}
+        client.update_deployment(deployment.id, DeploymentUpdate(parameters={"params": params}))
+    return deployment.id
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser: Browser, prefect_stack) -> Iterator[Page]:
+    context = browser.new_context(base_url=prefect_stack.ui_url, viewport={"width": 1400, "height": 1000})
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Page, str], None]:
+    """Save what the page shows under the test's tmp dir, and a copy in /tmp/ui-screenshots."""
+    directory = tmp_path_factory.mktemp("ui-screenshots")
+    SHARED_SCREENSHOTS.mkdir(exist_ok=True)
+
+    def take(page: Page, name: str) -> None:
+        page.screenshot(path=directory / f"{name}.png")
+        shutil.copy(directory / f"{name}.png", SHARED_SCREENSHOTS)
+
+    return take
+
+
+def test_the_run_form_describes_every_parameter(page: Page, deployment_id: UUID, screenshot):
+    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    for field in SegmentationParameters.model_json_schema()["properties"].values():
+        header = form_field(page, field["title"]).locator(":scope > .p-label__header")
+        description = header.locator(".schema-form-property__description")
+        expect(description).to_have_text(as_markdown_shows(field["description"]))
+    screenshot(page, "run-form")
+
+
+def test_an_invalid_value_is_shown_in_the_form_and_starts_no_run(page: Page, deployment_id: UUID, prefect_stack,
+                                                                 screenshot):
+    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    eps = form_field(page, "Eps")
+    eps.get_by_role("button", name="float", exact=True).click()
+    eps.locator("input").fill("-1")
+    with prefect_stack.client() as client:
+        runs_before = client.count_flow_runs()
+        page.get_by_role("button", name="Submit").click()
+        expect(eps.locator(".p-label__message--failed")).to_contain_text("-1 is not valid")
+        eps.scroll_into_view_if_needed()
+        screenshot(page, "invalid-eps")
+        assert client.count_flow_runs() == runs_before
+    expect(page).to_have_url(re.compile(r"/run$"))
+
+
+def test_a_quick_run_and_a_custom_run_from_the_ui_complete(page: Page, deployment_id: UUID, prefect_stack, screenshot):
+    quick_run = start_quick_run(page, deployment_id)
+    screenshot(page, "quick-run-started")
+    custom_run = start_custom_run(page, deployment_id, run_id="ui-custom-run")
+    for name, flow_run_id in {"quick-run": quick_run, "custom-run": custom_run}.items():
+        page.goto(f"/runs/flow-run/{flow_run_id}")
+        state = page.locator(".state-badge").first
+        expect(state).to_have_text(FINAL_STATES, timeout=RUN_TIMEOUT_MS)
+        screenshot(page, name)
+        expect(state).to_have_text("Completed")
+    published = prefect_stack.s3().list_objects_v2(Bucket=prefect_stack.bucket, Prefix="ui/runs/ui-custom-run/")
+    assert "ui/runs/ui-custom-run/manifest.json" in {entry["Key"] for entry in published["Contents"]}
+
+
+def start_quick_run(page: Page, deployment_id: UUID) -> UUID:
+    """Run -> Quick run on the deployment's page; the id of the flow run it created."""
+    page.goto(f"/deployments/deployment/{deployment_id}")
+    page.locator("button.run-menu__run-button").click()
+    with page.expect_response(creates_a_flow_run) as created:
+        page.get_by_text("Quick run", exact=True).click()
+    return UUID(created.value.json()["id"])
+
+
+def start_custom_run(page: Page, deployment_id: UUID, run_id: str) -> UUID:
+    """The deployment's run form with one parameter changed, the run id; the id of the flow run it created."""
+    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    run_id_field = form_field(page, "Run Id")
+    run_id_field.get_by_role("button", name="str", exact=True).click()
+    run_id_field.locator("input, textarea").fill(run_id)
+    with page.expect_response(creates_a_flow_run) as created:
+        page.get_by_role("button", name="Submit").click()
+    return UUID(created.value.json()["id"])
+
+
+def form_field(page: Page, title: str) -> Locator:
+    """The run form's field with this title (not the `params` group around it)."""
+    label = re.compile(rf"^{re.escape(title)}( \(Optional\))?$")
+    return page.locator(".schema-form-property").filter(
+        has=page.locator(":scope > .p-label__header .schema-form-property__label", has_text=label))
+
+
+def creates_a_flow_run(response: Response) -> bool:
+    return response.request.method == "POST" and response.url.endswith("/create_flow_run") and response.ok
+
+
+def as_markdown_shows(description: str) -> str:
+    """A description as the form renders it: as Markdown, where `<name>` is an HTML tag and disappears."""
+    return re.sub(r"<[^>]+>", "", description)
