@@ -20,14 +20,14 @@ class RunParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     command: ClassVar[str]
 
-    input: str | None = Field(default=None, description="Invoice-line export: a Parquet or CSV file.")
+    input: str | None = Field(default=None, description="Invoice-line export: Parquet, CSV or .xlsx.")
     target: str = Field(
         default="artifacts",
         description="Where to publish the run: a local directory or s3://bucket/prefix.",
     )
     run_id: str | None = Field(
         default=None,
-        description="Name of the run's folder under <target>/runs/. Empty: a UTC timestamp plus a random suffix.",
+        description="Name of the run's folder under `<target>/runs/`. Empty: a UTC timestamp plus a random suffix.",
     )
     countries: list[str] = Field(
         default_factory=list,
@@ -69,6 +69,9 @@ class RunParameters(BaseModel):
     )
     retries: int = Field(default=2, ge=0, le=10, description="How often a failed stage is retried.")
     retry_delay_seconds: float = Field(default=5.0, ge=0, le=600, description="Wait between retries of a stage.")
+    refresh_cache: bool = Field(
+        default=False, description="Recompute every stage even when a cached result exists.",
+    )
 
     @field_validator("target")
     @classmethod
@@ -116,11 +119,14 @@ class SegmentationParameters(RunParameters):
 
     input: str | None = Field(
         default=None,
-        description="Invoice-line export to segment: a Parquet or CSV file. Empty: generate the built-in synthetic demo data.",
+        description=(
+            "Invoice-line export to segment: Parquet, CSV or .xlsx; a file, folder or glob, `s3://` or `https://`. "
+            "Empty: generate the built-in synthetic demo data."
+        ),
     )
-    features: list[str] = Field(
+    features: list[Literal[PROFILED_FEATURES]] = Field(
         default_factory=lambda: list(DEFAULT_CLUSTERING_FEATURES), min_length=1,
-        description=f"Features that feed the clustering distance; any of {', '.join(PROFILED_FEATURES)}.",
+        description="Features that feed the clustering distance.",
     )
     scaler: Literal["standard", "robust"] = Field(
         default="standard", description="Scaling after log1p: standard (mean/std) or robust (median/IQR).",
@@ -145,14 +151,6 @@ class SegmentationParameters(RunParameters):
     )
     seed: int = Field(default=42, ge=0, description="Seed for the demo data and every random step, for reproducible runs.")
 
-    @field_validator("features")
-    @classmethod
-    def known_features(cls, features: list[str]) -> list[str]:
-        unknown = sorted(set(features) - set(PROFILED_FEATURES))
-        if unknown:
-            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(PROFILED_FEATURES)}")
-        return features
-
 
 class AssignmentParameters(RunParameters):
     """Everything a run of `assign-segments` can be told."""
@@ -160,9 +158,10 @@ class AssignmentParameters(RunParameters):
     command: ClassVar[str] = "assign"
 
     model: str = Field(
-        description="Run folder holding a published model: <target>/runs/<run_id> as a local path or s3:// URI.",
+        description="Run folder holding a published model: `<target>/runs/<run_id>` as a local path or `s3://` URI.",
     )
-    input: str = Field(description="Invoice-line export whose customers get a segment: a Parquet or CSV file.")
+    input: str = Field(description="Invoice-line export whose customers get a segment: Parquet, CSV or .xlsx; a file, "
+                                   "folder or glob, `s3://` or `https://`.")
 
 
 # Flags that are repeated once per item read better in the singular.
