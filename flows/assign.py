@@ -12,7 +12,7 @@ from prefect import flow, task
 from flows.parameters import AssignmentParameters
 from flows.segmentation import (
     RunSummary, build_features, clean_transactions, load_transactions, log_stage, new_run_id,
-    publish_prefect_artifacts, publish_run, retry_options,
+    publish_prefect_artifacts, publish_run, stage_options,
 )
 from schemas import SegmentAssignments
 from schemas.segment_assignments import OUTLIER
@@ -22,11 +22,11 @@ from tasks.model import SegmentModel, load_model
 
 
 @task(name="load-model")
-def load_segment_model(params: AssignmentParameters) -> SegmentModel:
+def load_segment_model(location: str) -> SegmentModel:
     """The published model, read before any other work so a wrong location fails at once."""
     started = time.perf_counter()
-    model = load_model(params.model)
-    log_stage("load-model", started, model=params.model, core_samples=len(model.core_points))
+    model = load_model(location)
+    log_stage("load-model", started, model=location, core_samples=len(model.core_points))
     return model
 
 
@@ -45,28 +45,32 @@ def export_assignments(
     cleaned: clean.CleanedTransactions, customer_features: pl.DataFrame, assignments: pl.DataFrame,
 ) -> tuple[dict[str, bytes], dict, pl.DataFrame]:
     """The run's files, the manifest's body and the segment profiles of the assigned customers."""
+    started = time.perf_counter()
     segments = artifacts.segment_table(customer_features, assignments)
     readings = cluster.read_segments(segments)
     profiles = cluster.profile_segments(segments, readings)
     outlier_share = float((assignments["segment"] == OUTLIER).mean())
     manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), loaded.fingerprint, cleaned, segments,
                                        {"model": params.model, "outlier_share": outlier_share})
-    return artifacts.data_files(segments, profiles, cleaned), manifest, profiles
+    files = artifacts.data_files(segments, profiles, cleaned)
+    log_stage("export", started, customers=segments.height, files=len(files))
+    return files, manifest, profiles
 
 
 @flow(name="assign-segments")
 def assign_segments(params: AssignmentParameters) -> RunSummary:
     """Give the customers of a new export the segments of a published model."""
     run_id = params.run_id or new_run_id()
-    retrying = retry_options(params)
-    model = load_segment_model.with_options(**retrying)(params)
-    loaded = load_transactions.with_options(**retrying)(params)
-    cleaned = clean_transactions.with_options(**retrying)(loaded.transactions, params)
-    customer_features = build_features.with_options(**retrying)(cleaned, params)
-    assignments = assign_customers.with_options(**retrying)(customer_features, model)
-    files, manifest, profiles = export_assignments.with_options(**retrying)(
+    options = stage_options(params)
+    model = load_segment_model.with_options(**options)(params.model)
+    loaded = load_transactions.with_options(**options)(params.input, params.column_mapping)
+    cleaned = clean_transactions.with_options(**options)(
+        loaded.transactions, params.non_product_codes, params.countries)
+    customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)
+    assignments = assign_customers.with_options(**options)(customer_features, model)
+    files, manifest, profiles = export_assignments.with_options(**options)(
         run_id, params, loaded, cleaned, customer_features, assignments)
-    published = publish_run.with_options(**retrying)(
+    published = publish_run.with_options(**options)(
         run_id, params.target, files, manifest, s3=params.s3_settings(),
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )

@@ -1,18 +1,28 @@
 """The `customer-segmentation` flow: ingest -> clean -> features -> cluster -> report -> publish.
 
 Each stage is a thin Prefect task around a plain function in `tasks/`; the flow only wires them.
+Ingest, clean, features and cluster persist their results and reuse them in later runs while their
+arguments and code are unchanged, so a run that failed late resumes where it stopped.
 """
 
+import glob
+import hashlib
 import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.context import TaskRunContext
+from prefect.utilities.hashing import hash_objects
 
 from flows.parameters import RunParameters, SegmentationParameters
 from tasks import artifacts, clean, cluster, features, ingest, publish, report
@@ -21,6 +31,8 @@ from tasks.generate import generate_transactions
 
 
 MAX_FAILURE_CASES = 1_000
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STAGE_CODE_FOLDERS = (PROJECT_ROOT / "tasks", PROJECT_ROOT / "schemas")
 
 
 @dataclass(frozen=True)
@@ -39,48 +51,107 @@ class RunSummary:
     manifest_url: str
 
 
-@task(name="ingest")
-def load_transactions(params: RunParameters) -> ingest.IngestedTransactions:
-    """Read the export, or generate the synthetic demo data when no input is given."""
-    started = time.perf_counter()
-    if params.input is None:
-        loaded = ingest.from_generated(generate_transactions(params.demo_lines, seed=params.seed), params.seed)
+@dataclass(frozen=True)
+class DemoData:
+    """The synthetic demo data a run without an input reads: its size and seed."""
+
+    lines: int
+    seed: int
+
+
+# --- reusing stage results across runs ---------------------------------------------------
+
+
+@cache
+def stage_code_digest() -> str:
+    """sha256 of every module in tasks/ and schemas/, where the stages do their work."""
+    digest = hashlib.sha256()
+    for module in sorted(path for folder in STAGE_CODE_FOLDERS for path in folder.rglob("*.py")):
+        digest.update(module.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()
+
+
+def stage_code_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
+    """The stage modules' digest, whatever the task and its arguments."""
+    return stage_code_digest()
+
+
+# A stage's result is reused while its arguments, its task code and the stage modules are unchanged.
+# The arguments are hashed by value, frames included, so a stage whose input data came out the same
+# (from a re-read file, say) is still reused. TASK_SOURCE alone would miss an edit to tasks/clean.py;
+# Prefect's default policy also keys on the flow run id, which would confine reuse to one run's retries.
+REUSABLE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=stage_code_key)
+# Stored with pickle whatever PREFECT_RESULTS_DEFAULT_SERIALIZER says: the JSON serializer cannot hold a
+# Polars frame, and Prefect then only warns and stores nothing.
+PERSISTED = {"persist_result": True, "result_serializer": "pickle"}
+
+
+def ingest_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str | None:
+    """REUSABLE's key plus the size and mtime of each local input file; None, so never reused, for remote input."""
+    source = arguments["source"]
+    if isinstance(source, str) and "://" in source:
+        return None  # what an s3:// or https:// input holds now, only downloading it would tell
+    return hash_objects(REUSABLE.compute_key(context, arguments, {}), local_file_states(source), raise_on_failure=True)
+
+
+def local_file_states(source: str | DemoData) -> list[tuple[str, int, int]]:
+    """Path, size and mtime (ns) of each file a local input names: the file, a folder's files or a glob's matches."""
+    if isinstance(source, DemoData):
+        return []
+    path = Path(source)
+    if path.is_dir():
+        paths = sorted(path.iterdir())
+    elif path.exists():
+        paths = [path]
     else:
-        loaded = ingest.load_transactions(params.input, params.column_mapping)
-    log_stage("ingest", started, rows=loaded.transactions.height, source=loaded.fingerprint.source)
+        paths = sorted(Path(match) for match in glob.glob(source))
+    return [(str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in paths if file.is_file()]
+
+
+# --- the stages --------------------------------------------------------------------------
+
+
+@task(name="ingest", cache_policy=CacheKeyFnPolicy(cache_key_fn=ingest_cache_key), **PERSISTED)
+def load_transactions(source: str | DemoData, column_mapping: dict[str, str]) -> ingest.IngestedTransactions:
+    """Read the export, or generate the synthetic demo data."""
+    started = time.perf_counter()
+    if isinstance(source, DemoData):
+        loaded = ingest.from_generated(generate_transactions(source.lines, seed=source.seed), source.seed)
+    else:
+        loaded = ingest.load_transactions(source, column_mapping)
+    log_stage("ingest", started, rows=loaded.transactions.height,
+              source=publish.without_query(loaded.fingerprint.source))
     return loaded
 
 
-@task(name="clean")
-def clean_transactions(raw: pl.DataFrame, params: RunParameters) -> clean.CleanedTransactions:
+@task(name="clean", cache_policy=REUSABLE, **PERSISTED)
+def clean_transactions(
+    raw: pl.DataFrame, non_product_codes: list[str], countries: list[str],
+) -> clean.CleanedTransactions:
     """Apply the cleaning rules; every removed row lands in the quarantine with its rule."""
     started = time.perf_counter()
-    options = clean.CleaningOptions(non_product_codes=tuple(params.non_product_codes), countries=tuple(params.countries))
+    options = clean.CleaningOptions(non_product_codes=tuple(non_product_codes), countries=tuple(countries))
     with contract_failures_published("clean"):
         cleaned = clean.clean_transactions(raw, options)
-    log_stage("clean", started, clean_rows=cleaned.lines.height, quarantined_rows=cleaned.quarantine.height)
+    log_stage("clean", started, raw_rows=cleaned.raw_rows, clean_rows=cleaned.lines.height,
+              quarantined_rows=cleaned.quarantine.height)
     return cleaned
 
 
-@task(name="features")
-def build_features(cleaned: clean.CleanedTransactions, params: RunParameters) -> pl.DataFrame:
+@task(name="features", cache_policy=REUSABLE, **PERSISTED)
+def build_features(cleaned: clean.CleanedTransactions, snapshot_date: date | None) -> pl.DataFrame:
     """One row of behaviour features per customer."""
     started = time.perf_counter()
     with contract_failures_published("features"):
-        customer_features = features.build_features(cleaned.lines, cleaned.returns, params.snapshot_date)
+        customer_features = features.build_features(cleaned.lines, cleaned.returns, snapshot_date)
     log_stage("features", started, customers=customer_features.height)
     return customer_features
 
 
-@task(name="cluster")
-def fit_segments(customer_features: pl.DataFrame, params: SegmentationParameters) -> cluster.Segmentation:
+@task(name="cluster", cache_policy=REUSABLE, **PERSISTED)
+def fit_segments(customer_features: pl.DataFrame, options: cluster.ClusteringOptions) -> cluster.Segmentation:
     """DBSCAN segments with names, profiles and quality metrics."""
     started = time.perf_counter()
-    options = cluster.ClusteringOptions(
-        features=tuple(params.features), scaler=params.scaler, eps=params.eps, min_samples=params.min_samples,
-        min_segment_share=params.min_segment_share, max_outlier_share=params.max_outlier_share,
-        resamples=params.stability_resamples, seed=params.seed,
-    )
     with contract_failures_published("cluster"):
         segmentation = cluster.fit_segments(customer_features, options)
     log_stage("cluster", started, eps=round(segmentation.eps, 4), min_samples=segmentation.min_samples,
@@ -89,7 +160,8 @@ def fit_segments(customer_features: pl.DataFrame, params: SegmentationParameters
     return segmentation
 
 
-@task(name="report")
+# The report embeds its run id and time, and publishing is the point of a run: both run every time.
+@task(name="report", cache_policy=NO_CACHE)
 def render_report(
     run_id: str, params: SegmentationParameters, loaded: ingest.IngestedTransactions,
     cleaned: clean.CleanedTransactions, customer_features: pl.DataFrame, segmentation: cluster.Segmentation,
@@ -118,7 +190,7 @@ def render_report(
     return files, manifest
 
 
-@task(name="publish")
+@task(name="publish", cache_policy=NO_CACHE)
 def publish_run(
     run_id: str, target: str, files: dict[str, bytes], manifest: dict, s3: publish.S3Settings = publish.S3Settings(),
     report_link_expiry_seconds: int = publish.DEFAULT_LINK_EXPIRY_SECONDS,
@@ -142,13 +214,15 @@ def publish_run(
 def customer_segmentation(params: SegmentationParameters = SegmentationParameters()) -> RunSummary:
     """Find campaign-ready customer segments in an invoice-line export and publish them."""
     run_id = params.run_id or new_run_id()
-    retrying = retry_options(params)
-    loaded = load_transactions.with_options(**retrying)(params)
-    cleaned = clean_transactions.with_options(**retrying)(loaded.transactions, params)
-    customer_features = build_features.with_options(**retrying)(cleaned, params)
-    segmentation = fit_segments.with_options(**retrying)(customer_features, params)
-    files, manifest = render_report.with_options(**retrying)(run_id, params, loaded, cleaned, customer_features, segmentation)
-    published = publish_run.with_options(**retrying)(
+    options = stage_options(params)
+    source = params.input if params.input is not None else DemoData(params.demo_lines, params.seed)
+    loaded = load_transactions.with_options(**options)(source, params.column_mapping)
+    cleaned = clean_transactions.with_options(**options)(
+        loaded.transactions, params.non_product_codes, params.countries)
+    customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)
+    segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
+    files, manifest = render_report.with_options(**options)(run_id, params, loaded, cleaned, customer_features, segmentation)
+    published = publish_run.with_options(**options)(
         run_id, params.target, files, manifest, s3=params.s3_settings(),
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )
@@ -168,10 +242,21 @@ def customer_segmentation(params: SegmentationParameters = SegmentationParameter
     return summary
 
 
-def retry_options(params: RunParameters) -> dict:
-    """Task options that retry a failed stage as the parameters say, transient failures only."""
+def stage_options(params: RunParameters) -> dict:
+    """Task options the parameters set: retries of transient failures, and recomputing instead of reusing results."""
     return {"retries": params.retries, "retry_delay_seconds": params.retry_delay_seconds,
-            "retry_condition_fn": is_transient_failure}
+            "retry_condition_fn": is_transient_failure,
+            # None rather than False, which would override PREFECT_TASKS_REFRESH_CACHE=true.
+            "refresh_cache": params.refresh_cache or None}
+
+
+def clustering_options(params: SegmentationParameters) -> cluster.ClusteringOptions:
+    """The clustering parameters, and nothing else, so that other parameters leave a cached fit reusable."""
+    return cluster.ClusteringOptions(
+        features=tuple(params.features), scaler=params.scaler, eps=params.eps, min_samples=params.min_samples,
+        min_segment_share=params.min_segment_share, max_outlier_share=params.max_outlier_share,
+        resamples=params.stability_resamples, seed=params.seed,
+    )
 
 
 def is_transient_failure(task, task_run, state) -> bool:

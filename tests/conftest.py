@@ -1,6 +1,7 @@
 """Shared fixtures: tiny hand-written invoice frames, the real data set, one Prefect test server."""
 
 import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,9 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "on
 RAW_SCHEMA = {name: column.dtype.type for name, column in RawTransactions.to_schema().columns.items()}
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Cached stage results of one test session must not leak into the next, nor into a user's own runs;
+# set before Prefect is imported, and inherited by the subprocesses tests start.
+os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", tempfile.mkdtemp(prefix="segments-test-results-"))
 
 
 def invoice_lines(*rows: tuple) -> pl.DataFrame:
