@@ -1,0 +1,161 @@
+"""The whole flow, `segments run`, timed from outside and split by its own log lines.
+
+Prefect logs every line with its time of day; the flow logs `stage=NAME seconds=S` per stage.
+From those, one run's wall time splits into: start-up (interpreter, imports, and without
+PREFECT_API_URL the temporary server Prefect starts for the process), the stages themselves,
+Prefect's per-task overhead (the rest of the flow run: creating task runs, states, results) and
+shutdown (stopping the temporary server, exit).
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from bench.measure import run_process
+
+BIN = Path(sys.executable).parent
+LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+\s*\| (.*)$")
+STAGE = re.compile(r"stage=(\w+) seconds=([\d.]+)")
+SERVER_START_TIMEOUT_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class FlowTiming:
+    """One `segments run`: its wall time split into parts, CPU time and peak RSS of the flow's process."""
+
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    startup_seconds: float       # process start to the flow run's first line, temporary server included
+    server_start_seconds: float  # of which starting the temporary server; 0 against a running server
+    stages: dict[str, float]
+    task_overhead_seconds: float  # flow run time outside the stages
+    shutdown_seconds: float       # flow run finished to process exit
+
+
+@dataclass(frozen=True)
+class LogEvents:
+    """When the moments that split a run happened, in seconds after the process started."""
+
+    server_started: float | None
+    flow_began: float
+    flow_finished: float
+    stages: dict[str, float]
+
+
+def parse_log(log: str, launched: datetime) -> LogEvents:
+    """The split points of a run from Prefect's log lines (times of day, on or after `launched`)."""
+    server_started, flow_began, flow_finished, stages = None, None, None, {}
+    for line in log.splitlines():
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        at = _seconds_after(launched, match.group(1))
+        message = match.group(2)
+        if "Starting temporary server" in message:
+            server_started = at
+        elif "Beginning flow run" in message:
+            flow_began = at
+        elif message.startswith("Flow run") and "Finished in state" in message:
+            flow_finished = at
+        elif stage := STAGE.search(message):
+            stages[stage.group(1)] = float(stage.group(2))
+    if flow_began is None or flow_finished is None:
+        raise ValueError(f"no flow run in the log:\n{log[-2000:]}")
+    return LogEvents(server_started, flow_began, flow_finished, stages)
+
+
+def _seconds_after(launched: datetime, time_of_day: str) -> float:
+    """Seconds from `launched` to the next occurrence of HH:MM:SS.mmm (a run may cross midnight)."""
+    moment = datetime.combine(launched.date(), datetime.strptime(time_of_day, "%H:%M:%S.%f").time())
+    if moment < launched - timedelta(seconds=1):  # log times are truncated to the millisecond
+        moment += timedelta(days=1)
+    return (moment - launched).total_seconds()
+
+
+def time_flow(input_path: Path, env: dict[str, str], memory_cap_mb: float) -> FlowTiming:
+    """Run `segments run` on the input, publishing to a temporary folder, and split its wall time."""
+    with TemporaryDirectory(prefix="bench-flow-") as target:
+        launched = datetime.now()
+        run = run_process([str(BIN / "segments"), "run", "--input", str(input_path), "--target", target],
+                          memory_cap_mb, env)
+    if run.killed_over_mb is not None:
+        raise MemoryError(f"killed: RSS over {run.killed_over_mb:,.0f} MB (peak {run.peak_rss_mb:,.0f} MB)")
+    if run.returncode != 0:
+        raise RuntimeError(f"segments run exited {run.returncode}: {run.stderr[-2000:]}")
+    events = parse_log(run.stdout + run.stderr, launched)
+    first_line = events.server_started if events.server_started is not None else events.flow_began
+    return FlowTiming(
+        wall_seconds=run.wall_seconds,
+        cpu_seconds=run.cpu_seconds,
+        peak_rss_mb=run.peak_rss_mb,
+        startup_seconds=events.flow_began,
+        server_start_seconds=events.flow_began - first_line,
+        stages=events.stages,
+        task_overhead_seconds=events.flow_finished - events.flow_began - sum(events.stages.values()),
+        shutdown_seconds=run.wall_seconds - events.flow_finished,
+    )
+
+
+def flow_environment(home: Path, api_url: str | None) -> dict[str, str]:
+    """This process's environment with Prefect's state in `home` and the API at api_url (None: temporary server)."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+@contextmanager
+def running_prefect_server(home: Path) -> Iterator[tuple[str, float]]:
+    """A `prefect server start` on a free loopback port: its API URL and how long it took to answer."""
+    port = _free_port()
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui",
+         "--analytics-off"],
+        env=flow_environment(home, None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_until_healthy(api_url, server)
+        yield api_url, time.perf_counter() - started
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and whatever it started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_healthy(api_url: str, server: subprocess.Popen) -> None:
+    """Return once the server answers its health check; raise if it exits or takes too long."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"prefect server did not answer within {SERVER_START_TIMEOUT_SECONDS} s")
