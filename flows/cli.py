@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flows.parameters import CLI_FLAGS, AssignmentParameters, RunParameters, SegmentationParameters
+from flows.parameters import (
+    CLI_FLAGS, AssignmentParameters, PartitionedParameters, RunParameters, SegmentationParameters,
+)
 from flows.trigger import parse_override
 from tasks.errors import SegmentsError
 
@@ -34,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     assign = commands.add_parser("assign", help="label the customers of a new export with a published model")
     add_parameter_flags(assign, AssignmentParameters)
     assign.set_defaults(handler=run_flow, parameters=AssignmentParameters, flow_name="assign_segments")
+
+    partitioned = commands.add_parser("run-partitioned",
+                                      help="run customer-segmentation-partitioned over many files on a Dask cluster")
+    add_parameter_flags(partitioned, PartitionedParameters)
+    partitioned.set_defaults(handler=run_flow, parameters=PartitionedParameters,
+                             flow_name="customer_segmentation_partitioned")
 
     generate = commands.add_parser("generate", help="write synthetic demo transactions and their planted archetypes")
     generate.add_argument("--output", type=Path, default=Path("demo-data"), help="directory to write into")
@@ -79,9 +87,10 @@ def run_flow(arguments: argparse.Namespace) -> int:
     # 2-core machine the temporary API server can take longer than Prefect's 20 s default to start.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows import assign, segmentation
+    from flows import assign, partitioned, segmentation
 
-    flow = {"customer_segmentation": segmentation.customer_segmentation, "assign_segments": assign.assign_segments}
+    flow = {"customer_segmentation": segmentation.customer_segmentation, "assign_segments": assign.assign_segments,
+            "customer_segmentation_partitioned": partitioned.customer_segmentation_partitioned}
     state = flow[arguments.flow_name](params, return_state=True)
     if not state.is_completed():
         print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)

@@ -10,7 +10,7 @@ from tasks.clean import DEFAULT_NON_PRODUCT_CODES
 from tasks.cluster import PROFILED_FEATURES
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
 from tasks.publish import (
-    DEFAULT_LINK_EXPIRY_SECONDS, MAX_LINK_EXPIRY_SECONDS, S3Settings, parse_target, validate_run_id,
+    DEFAULT_LINK_EXPIRY_SECONDS, MAX_LINK_EXPIRY_SECONDS, LocalTarget, S3Settings, parse_target, validate_run_id,
 )
 
 
@@ -162,6 +162,39 @@ class AssignmentParameters(RunParameters):
     )
     input: str = Field(description="Invoice-line export whose customers get a segment: Parquet, CSV or .xlsx; a file, "
                                    "folder or glob, `s3://` or `https://`.")
+
+
+class PartitionedParameters(SegmentationParameters):
+    """Everything a run of `customer-segmentation-partitioned` can be told."""
+
+    command: ClassVar[str] = "run-partitioned"
+
+    input: str = Field(
+        description="Invoice-line files read as one input, each by its own task: a folder, a glob or s3://bucket/prefix/.",
+    )
+    partitions: int = Field(
+        default=16, ge=1, le=100_000,
+        description="Customer partitions the lines are hashed into; each is cleaned and featurized by one task.",
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler of an existing Dask cluster, e.g. tcp://scheduler:8786. "
+                                  "Empty: a local Dask cluster started for the run.",
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, le=512, description="Worker processes of the local Dask cluster (when no dask_address).",
+    )
+    work_dir: str | None = Field(
+        default=None, description="Folder for the partition files that every Dask worker can read and write. "
+                                  "Empty: `<target>/work/<run_id>` (a local target only).",
+    )
+
+    @model_validator(mode="after")
+    def reachable_work_dir(self) -> "PartitionedParameters":
+        if self.work_dir is None and not isinstance(parse_target(self.target), LocalTarget):
+            raise ValueError("work_dir is needed with an S3 target: a folder every Dask worker can read and write")
+        if self.work_dir is not None and "://" in self.work_dir:
+            raise ValueError(f"work_dir {self.work_dir!r}: give a folder on a disk every Dask worker mounts")
+        return self
 
 
 # Flags that are repeated once per item read better in the singular.

@@ -1,0 +1,300 @@
+"""The `customer-segmentation-partitioned` flow: customer-segmentation for inputs of many files, on Dask.
+
+```
+files ─► ingest + guests out ─► lines by CustomerID hash ─► clean ─► features ─► cluster ─► report ─► publish
+         one task per file      Parquet in the work folder   one task per partition   (as customer-segmentation)
+```
+
+File and partition tasks run on the workers of a Dask cluster through prefect-dask, each with
+Polars inside; they pass each other paths in a work folder every worker can reach, not frames.
+tasks/partition.py explains why cleaning by file, then by customer partition, gives exactly the
+single-process result. Features of a customer depend only on their own lines and the snapshot
+date, so with one global snapshot each partition's features are exact. Clustering, the report and
+publishing run in the flow's process on the assembled feature table, one row per customer.
+"""
+
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.context import FlowRunContext
+from prefect_dask import DaskTaskRunner
+
+from flows.parameters import PartitionedParameters
+from flows.segmentation import (
+    RunSummary, clustering_options, contract_failures_published, fit_segments, log_stage, new_run_id,
+    publish_prefect_artifacts, publish_run, stage_options,
+)
+from tasks import artifacts, cluster, features, ingest, partition, report, sources
+from tasks.clean import CleaningOptions
+from tasks.ingest import InputFingerprint
+from tasks.publish import make_s3_client
+
+
+@dataclass(frozen=True)
+class WorkFolder:
+    """The run's intermediate Parquet files, in a folder every Dask worker can read and write."""
+
+    root: Path
+
+    def guests(self, file_index: int) -> Path:
+        """The lines of one file without a CustomerID, already quarantined."""
+        return self.root / "guests" / f"file-{file_index:06d}.parquet"
+
+    def screened(self, partition_number: int, file_index: int | None = None) -> Path:
+        """One file's lines of a customer partition; without a file index, the partition's folder of them."""
+        folder = self.root / "lines" / f"part-{partition_number:05d}"
+        return folder if file_index is None else folder / f"file-{file_index:06d}.parquet"
+
+    def cleaned(self, partition_number: int, part: str) -> Path:
+        """A customer partition's clean `lines`, `returns` or `quarantine`."""
+        return self.root / "clean" / f"part-{partition_number:05d}" / f"{part}.parquet"
+
+    def features(self, partition_number: int) -> Path:
+        """The CustomerFeatures of a customer partition."""
+        return self.root / "features" / f"part-{partition_number:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class ScreenedFile:
+    """What the task of one input file found: its rows, its guest lines and the partitions its customers fall in."""
+
+    fingerprint: InputFingerprint
+    rows: int
+    guest_rows: int
+    partitions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CleanedPartition:
+    """What cleaning one customer partition found: its funnel and when its last clean line was invoiced."""
+
+    funnel: partition.CleaningFunnel
+    last_invoice: datetime | None
+
+
+# --- the stages --------------------------------------------------------------------------
+
+
+@task(name="list-files")
+def list_input_files(source: str) -> list[str]:
+    """The input's files in name order, as ingest would read them; each file task fetches its own."""
+    suffixes = tuple(ingest._SCANNERS)
+    if source.lower().startswith("s3://"):
+        bucket, _, prefix = source[len("s3://"):].partition("/")
+        if prefix and not prefix.endswith("/"):
+            return [source]
+        return [f"s3://{bucket}/{key}" for key in sources._list_keys(make_s3_client(), source, bucket, prefix, suffixes)]
+    if "://" in source:
+        return [source]
+    return [file.name for file in sources.local_files(source, suffixes)]
+
+
+@task(name="ingest-file")
+def screen_file(name: str, file_index: int, column_mapping: dict[str, str], partitions: int,
+                options: CleaningOptions, work: WorkFolder) -> ScreenedFile:
+    """Ingest one file, quarantine its guest lines and write the others by customer partition."""
+    started = time.perf_counter()
+    loaded = ingest.load_transactions(name, column_mapping)
+    lines, guests = partition.split_guests(partition.numbered_lines(loaded.transactions, file_index), options)
+    write_parquet(guests, work.guests(file_index))
+    by_partition = partition.by_partition(lines, partitions)
+    for partition_number, part in by_partition.items():
+        write_parquet(part, work.screened(partition_number, file_index))
+    log_stage("ingest-file", started, file=name, rows=loaded.transactions.height, guest_rows=guests.height)
+    return ScreenedFile(loaded.fingerprint, loaded.transactions.height, guests.height, tuple(sorted(by_partition)))
+
+
+@task(name="clean-partition")
+def clean_partition(partition_number: int, offsets: list[int], options: CleaningOptions,
+                    work: WorkFolder) -> CleanedPartition:
+    """Clean one customer partition's lines, from every file, in source order."""
+    started = time.perf_counter()
+    lines = pl.read_parquet(work.screened(partition_number) / "*.parquet")
+    with contract_failures_published("clean"):
+        cleaned = partition.clean_partition(lines, offsets, options)
+    for part, frame in {"lines": cleaned.lines, "returns": cleaned.returns, "quarantine": cleaned.quarantine}.items():
+        write_parquet(frame, work.cleaned(partition_number, part))
+    log_stage("clean-partition", started, partition=partition_number, raw_rows=cleaned.raw_rows,
+              clean_rows=cleaned.lines.height, quarantined_rows=cleaned.quarantine.height)
+    return CleanedPartition(partition.funnel_of(cleaned), partition.last_invoice(cleaned.lines))
+
+
+@task(name="features-partition")
+def build_partition_features(partition_number: int, snapshot_date: date, work: WorkFolder) -> None:
+    """The CustomerFeatures of one customer partition, as of the run's snapshot date."""
+    started = time.perf_counter()
+    with contract_failures_published("features"):
+        customer_features = features.build_features(pl.scan_parquet(work.cleaned(partition_number, "lines")),
+                                                    pl.scan_parquet(work.cleaned(partition_number, "returns")),
+                                                    snapshot_date)
+    write_parquet(customer_features, work.features(partition_number))
+    log_stage("features-partition", started, partition=partition_number, customers=customer_features.height)
+
+
+@task(name="assemble-features")
+def assemble_features(partitions: list[int], work: WorkFolder) -> pl.DataFrame:
+    """Every partition's features in one table, sorted by CustomerID as customer-segmentation's."""
+    started = time.perf_counter()
+    customer_features = pl.concat(pl.read_parquet(work.features(number)) for number in partitions).sort("CustomerID")
+    log_stage("assemble-features", started, customers=customer_features.height)
+    return customer_features
+
+
+@task(name="merge-cleaning")
+def merge_cleaning(source: str, screened: list[ScreenedFile], cleaned: list[CleanedPartition], partitions: list[int],
+                   offsets: list[int], work: WorkFolder) -> partition.MergedCleaning:
+    """The funnel and the quarantine of the whole input, in source-row order, from every file and partition."""
+    started = time.perf_counter()
+    funnel = partition.merged_funnel(source, [file.rows for file in screened], sum(file.guest_rows for file in screened),
+                                     [part.funnel for part in cleaned])
+    guests = partition.numbered_guests(pl.scan_parquet([work.guests(index) for index in range(len(screened))]), offsets)
+    quarantine = pl.concat([guests, *(pl.scan_parquet(work.cleaned(number, "quarantine")) for number in partitions)])
+    merged = partition.MergedCleaning(funnel, quarantine.sort(partition.SOURCE_ROW).collect(engine="streaming"))
+    log_stage("merge-cleaning", started, raw_rows=funnel.raw_rows, clean_rows=funnel.clean_rows,
+              quarantined_rows=merged.quarantine.height)
+    return merged
+
+
+@task(name="report")
+def render_report(
+    run_id: str, params: PartitionedParameters, fingerprint: InputFingerprint, cleaning: partition.MergedCleaning,
+    customer_features: pl.DataFrame, segmentation: cluster.Segmentation, metrics: dict,
+) -> tuple[dict[str, bytes], dict]:
+    """Every file of the run (data exports, charts, report.html) and the manifest's body."""
+    started = time.perf_counter()
+    segments = artifacts.segment_table(customer_features, segmentation.assignments)
+    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples, **metrics}
+    rows = cleaning.funnel.raw_rows
+    inputs = report.ReportInputs(
+        run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaning.quality(),
+        k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
+        projection=segmentation.projection, metrics=metrics, parameters=params.model_dump(mode="json"),
+        input_description=f"{fingerprint.source} ({rows:,} rows, sha256 {fingerprint.sha256[:12]}…)",
+        reproduce_command=params.as_command_line(run_id),
+    )
+    charts = report.render_charts(inputs)
+    files = {
+        **artifacts.data_files(segments, segmentation.profiles, cleaning),
+        **segmentation.model.to_files(),
+        **{f"charts/{name}": png for name, png in charts.items()},
+        "report.html": report.render_report_html(inputs, charts).encode(),
+    }
+    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), fingerprint, cleaning, segments,
+                                       {**metrics, "eps_search": segmentation.eps_search})
+    log_stage("report", started, files=len(files))
+    return files, manifest
+
+
+# --- the flow ----------------------------------------------------------------------------
+
+
+@flow(name="customer-segmentation-partitioned")
+def customer_segmentation_partitioned(params: PartitionedParameters) -> RunSummary:
+    """Find campaign-ready customer segments in many invoice-line files on a Dask cluster and publish them."""
+    return segment_on_dask.with_options(task_runner=dask_task_runner(params))(params)
+
+
+@flow(name="segment-on-dask")
+def segment_on_dask(params: PartitionedParameters) -> RunSummary:
+    """The partitioned pipeline; its mapped tasks run on the Dask workers of the flow's task runner."""
+    run_id = params.run_id or new_run_id()
+    options = stage_options(params)
+    work = fresh_work_folder(params, run_id)
+    rules = cleaning_options(params)
+    files = list_input_files.with_options(**options)(params.input)
+    screened = screen_file.with_options(**options).map(
+        files, range(len(files)), unmapped(params.column_mapping), unmapped(params.partitions), unmapped(rules),
+        unmapped(work),
+    ).result()
+    offsets = partition.file_offsets([file.rows for file in screened])
+    partitions = partitions_with_lines(screened)
+    cleaned = clean_partition.with_options(**options).map(partitions, unmapped(offsets), unmapped(rules),
+                                                          unmapped(work)).result()
+    snapshot_date = params.snapshot_date or partition.default_snapshot([part.last_invoice for part in cleaned])
+    build_partition_features.with_options(**options).map(partitions, unmapped(snapshot_date), unmapped(work)).result()
+    worker_metrics = dask_worker_metrics()
+    customer_features = assemble_features(partitions, work)
+    cleaning = merge_cleaning(params.input, screened, cleaned, partitions, offsets, work)
+    fingerprint = partition.merged_fingerprint(params.input, [file.fingerprint for file in screened])
+    segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
+    run_files, manifest = render_report.with_options(**options)(
+        run_id, params, fingerprint, cleaning, customer_features, segmentation, worker_metrics)
+    published = publish_run.with_options(**options)(
+        run_id, params.target, run_files, manifest, s3=params.s3_settings(),
+        report_link_expiry_seconds=params.report_link_expiry_seconds,
+    )
+    shutil.rmtree(work.root)  # only once published: a failed run leaves its work files for a look
+    summary = RunSummary(
+        run_id=run_id,
+        raw_rows=cleaning.funnel.raw_rows,
+        clean_rows=cleaning.funnel.clean_rows,
+        quarantined_rows=cleaning.quarantine.height,
+        customers=customer_features.height,
+        segments=segmentation.metrics["segments"],
+        outlier_share=segmentation.metrics["outlier_share"],
+        segments_url=published.files["segments.csv"],
+        report_url=published.files["report.html"],
+        manifest_url=published.manifest_url,
+    )
+    publish_prefect_artifacts(summary, segmentation.profiles)
+    return summary
+
+
+def dask_task_runner(params: PartitionedParameters) -> DaskTaskRunner:
+    """A task runner on the Dask scheduler at params.dask_address, or on a local cluster started for the run."""
+    if params.dask_address:
+        return DaskTaskRunner(address=params.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": params.dask_workers, "threads_per_worker": 1, "processes": True,
+            "dashboard_address": ":0",  # any free port: another cluster on the machine may hold 8787
+            # One task at a time per worker, parallel inside through Polars: each takes its share of the cores.
+            "env": {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // params.dask_workers))},
+        },
+    )
+
+
+def cleaning_options(params: PartitionedParameters) -> CleaningOptions:
+    """The cleaning parameters, with one "now" for every task so that all judge future dates alike."""
+    return CleaningOptions(non_product_codes=tuple(params.non_product_codes), countries=tuple(params.countries),
+                           latest_plausible_date=datetime.now())
+
+
+def partitions_with_lines(screened: list[ScreenedFile]) -> list[int]:
+    """The customer partitions some file has lines for, in order."""
+    return sorted(set().union(*(file.partitions for file in screened)))
+
+
+def fresh_work_folder(params: PartitionedParameters, run_id: str) -> WorkFolder:
+    """The run's empty work folder; files of an earlier attempt with the same run id are removed."""
+    root = Path(params.work_dir) / run_id if params.work_dir else Path(params.target) / "work" / run_id
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    return WorkFolder(root.resolve())
+
+
+def dask_worker_metrics() -> dict:
+    """How many Dask workers ran the tasks and the highest peak resident memory among them (MiB)."""
+    peaks = FlowRunContext.get().task_runner.client.run(peak_rss_mib)
+    get_run_logger().info("stage=dask workers=%d peak_rss_mib=%s", len(peaks),
+                          ",".join(f"{peak:.0f}" for peak in sorted(peaks.values())))
+    return {"dask_workers": len(peaks), "dask_worker_peak_rss_mib": round(max(peaks.values()), 1)}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (on a worker: over the worker's life)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write a work file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
