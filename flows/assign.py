@@ -12,7 +12,7 @@ from prefect import flow, task
 from flows.parameters import AssignmentParameters
 from flows.segmentation import (
     RunSummary, build_features, clean_transactions, load_transactions, log_stage, new_run_id,
-    publish_prefect_artifacts, publish_run, stage_options,
+    finish_run, publish_run, stage_options,
 )
 from schemas import SegmentAssignments
 from schemas.segment_assignments import OUTLIER
@@ -74,17 +74,7 @@ def assign_segments(params: AssignmentParameters) -> RunSummary:
         run_id, params.target, files, manifest, s3=params.s3_settings(),
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )
-    summary = RunSummary(
-        run_id=run_id,
-        raw_rows=cleaned.raw_rows,
-        clean_rows=cleaned.lines.height,
-        quarantined_rows=cleaned.quarantine.height,
-        customers=customer_features.height,
-        segments=int((profiles["segment"] >= 0).sum()),
-        outlier_share=manifest["metrics"]["outlier_share"],
-        segments_url=published.files["segments.csv"],
-        report_url=None,
-        manifest_url=published.manifest_url,
+    return finish_run(
+        run_id, cleaned.raw_rows, cleaned.lines.height, cleaned.quarantine.height,
+        customer_features.height, profiles, published,
     )
-    publish_prefect_artifacts(summary, profiles)
-    return summary

@@ -29,7 +29,7 @@ from prefect_dask import DaskTaskRunner
 from flows.parameters import PartitionedParameters
 from flows.segmentation import (
     RunSummary, clustering_options, contract_failures_published, fit_segments, log_stage, new_run_id,
-    publish_prefect_artifacts, publish_run, stage_options,
+    finish_run, publish_run, stage_options,
 )
 from tasks import artifacts, cluster, features, ingest, partition, report, sources
 from tasks.clean import CleaningOptions
@@ -231,20 +231,10 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )
     shutil.rmtree(work.root)  # only once published: a failed run leaves its work files for a look
-    summary = RunSummary(
-        run_id=run_id,
-        raw_rows=cleaning.funnel.raw_rows,
-        clean_rows=cleaning.funnel.clean_rows,
-        quarantined_rows=cleaning.quarantine.height,
-        customers=customer_features.height,
-        segments=segmentation.metrics["segments"],
-        outlier_share=segmentation.metrics["outlier_share"],
-        segments_url=published.files["segments.csv"],
-        report_url=published.files["report.html"],
-        manifest_url=published.manifest_url,
+    return finish_run(
+        run_id, cleaning.funnel.raw_rows, cleaning.funnel.clean_rows, cleaning.quarantine.height,
+        customer_features.height, segmentation.profiles, published,
     )
-    publish_prefect_artifacts(summary, segmentation.profiles)
-    return summary
 
 
 def dask_task_runner(params: PartitionedParameters) -> DaskTaskRunner:

@@ -26,6 +26,7 @@ from prefect.utilities.hashing import hash_objects
 
 from flows.parameters import RunParameters, SegmentationParameters
 from tasks import artifacts, clean, cluster, features, ingest, publish, report
+from schemas.segment_assignments import OUTLIER
 from tasks.errors import DataContractError, SegmentsError
 from tasks.generate import generate_transactions
 
@@ -226,19 +227,31 @@ def customer_segmentation(params: SegmentationParameters = SegmentationParameter
         run_id, params.target, files, manifest, s3=params.s3_settings(),
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )
+    return finish_run(
+        run_id, cleaned.raw_rows, cleaned.lines.height, cleaned.quarantine.height,
+        customer_features.height, segmentation.profiles, published,
+    )
+
+
+def finish_run(
+    run_id: str, raw_rows: int, clean_rows: int, quarantined_rows: int, customers: int, profiles: pl.DataFrame,
+    published: publish.PublishedRun,
+) -> RunSummary:
+    """The run's summary, also shown next to the run in the UI with the segment table."""
+    outliers = profiles.filter(pl.col("segment") == OUTLIER)
     summary = RunSummary(
         run_id=run_id,
-        raw_rows=cleaned.raw_rows,
-        clean_rows=cleaned.lines.height,
-        quarantined_rows=cleaned.quarantine.height,
-        customers=customer_features.height,
-        segments=segmentation.metrics["segments"],
-        outlier_share=segmentation.metrics["outlier_share"],
+        raw_rows=raw_rows,
+        clean_rows=clean_rows,
+        quarantined_rows=quarantined_rows,
+        customers=customers,
+        segments=profiles.height - outliers.height,
+        outlier_share=float(outliers["customer_share"].sum()),
         segments_url=published.files["segments.csv"],
-        report_url=published.files["report.html"],
+        report_url=published.files.get("report.html"),
         manifest_url=published.manifest_url,
     )
-    publish_prefect_artifacts(summary, segmentation.profiles)
+    publish_prefect_artifacts(summary, profiles)
     return summary
 
 

@@ -128,5 +128,6 @@ def creates_a_flow_run(response: Response) -> bool:
 
 
 def as_markdown_shows(description: str) -> str:
-    """A description as the form renders it: as Markdown, where `<name>` is an HTML tag and disappears."""
-    return re.sub(r"<[^>]+>", "", description)
+    """A description as the form renders it: Markdown, so `code` loses its backticks and a bare <tag> disappears."""
+    pieces = description.split("`")  # odd pieces are code spans, shown verbatim
+    return "".join(piece if index % 2 else re.sub(r"<[^>]+>", "", piece) for index, piece in enumerate(pieces))
