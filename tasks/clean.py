@@ -52,11 +52,14 @@ def _non_product(options: CleaningOptions) -> pl.Expr:
 
 
 RULES: tuple[CleaningRule, ...] = (
-    CleaningRule("missing_customer_id", "no CustomerID (guest checkout): cannot be tied to a customer",
-                 lambda _: pl.col("CustomerID").is_null()),
+    # Some shop systems write guest checkouts as a negative placeholder such as -1 rather than leaving it empty.
+    CleaningRule("missing_customer_id", "no CustomerID, or a negative placeholder (guest checkout): "
+                 "cannot be tied to a customer", lambda _: pl.col("CustomerID").is_null() | (pl.col("CustomerID") < 0)),
     CleaningRule("missing_field", "InvoiceNo, StockCode, Quantity, InvoiceDate, UnitPrice or Country is empty",
-                 lambda _: pl.any_horizontal(pl.col("InvoiceNo", "StockCode", "Quantity", "InvoiceDate",
-                                                    "UnitPrice", "Country").is_null())),
+                 lambda _: pl.any_horizontal(
+                     pl.col("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country").is_null(),
+                     pl.col("InvoiceNo", "StockCode", "Country").str.strip_chars() == "",
+                 )),
     CleaningRule("exact_duplicate", "repeats an earlier line in every column (the first copy is kept)",
                  lambda _: ~pl.struct(pl.all().exclude(SOURCE_ROW)).is_first_distinct()),
     CleaningRule("implausible_date", "InvoiceDate before 1990 or in the future",

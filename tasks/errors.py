@@ -15,3 +15,7 @@ class DataContractError(SegmentsError):
     def __init__(self, message: str, failure_cases=None):
         super().__init__(message)
         self.failure_cases = failure_cases
+
+
+class ConfigurationError(SegmentsError):
+    """A setting given through the environment has a value that cannot be used."""

@@ -1,29 +1,42 @@
 """Ingest: read an invoice-line export into the canonical raw-transactions frame.
 
-Formats: Parquet, CSV (UTF-8 or Windows-1252/Latin-1, optionally gzip-compressed) and Excel .xlsx
-(every sheet, in workbook order). Locations (file, folder, glob, s3://, https://) are resolved by
-`tasks.sources`. Both UCI shapes are understood ("Online Retail": InvoiceNo/UnitPrice/CustomerID
-and "Online Retail II": Invoice/Price/Customer ID); other exports map their names with
-`column_mapping`. Ingest never drops a row: judging rows is cleaning's job.
+Formats: Parquet, CSV (UTF-8 or Windows-1252/Latin-1, separated by commas, semicolons or tabs, optionally
+gzip-compressed) and Excel .xlsx (every sheet, in workbook order). Locations (file, folder, glob, s3://,
+https://) are resolved by `tasks.sources`. Both UCI shapes are understood ("Online Retail":
+InvoiceNo/UnitPrice/CustomerID and "Online Retail II": Invoice/Price/Customer ID); other exports map their
+names with `column_mapping`. Ingest never drops a row: judging rows is cleaning's job. What it cannot read
+faithfully is an InputError naming the file (and sheet), the column and the rows, and what to do.
+
+Every later stage holds the lines in memory, so an input larger than SEGMENTS_MAX_EAGER_BYTES is refused
+before it is read (see `MemoryBudget`): the run then fails with the limit it hit instead of being killed.
+Parquet files and workbooks are decoded in a child process (see `ChildDecoder`), so a file that crashes
+its reader fails with an InputError instead of taking the whole process down.
 """
 
 import codecs
 import gzip
 import hashlib
 import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
-import fastexcel
 import polars as pl
 
 from schemas import RawTransactions
 from tasks.contracts import enforce
-from tasks.errors import InputError
+from tasks.errors import ConfigurationError, InputError
 from tasks.generate import GeneratedData
 from tasks.sources import CHUNK_BYTES, LocalFile, fetched
 
@@ -31,17 +44,46 @@ CANONICAL_COLUMNS = (
     "InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country",
 )
 TEXT_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Country")
+NUMBER_COLUMNS = ("Quantity", "UnitPrice", "CustomerID")
+_WHOLE_NUMBER = "a whole number within ±9,223,372,036,854,775,807 (Int64)"
+# What each column's values must be, as error messages say it.
+_READ_AS = {
+    **dict.fromkeys(TEXT_COLUMNS, "text"), "Quantity": _WHOLE_NUMBER, "CustomerID": _WHOLE_NUMBER,
+    "UnitPrice": "a number with '.' as the decimal point", "InvoiceDate": "a date",
+}
 KNOWN_ALIASES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 
 # Tried in order; the first that parses every non-null value wins, so "12/1/2010 8:26"
 # (US month-first, as in the widely shared CSV copy of Online Retail) is read as 1 December.
+# A column must use one format: guessing per value could read "1/2/2011" and "2/1/2011" in one
+# column with different day-month orders, which would swap days and months without a word.
 DATE_FORMATS = (
     "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
     "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
     "%d.%m.%Y %H:%M", "%Y-%m-%d",
 )
+# Spreadsheets in many locales export ';'- or tab-separated "CSV"; the header tells which one a file uses.
+SEPARATORS = (",", ";", "\t")
+
+MAX_EAGER_BYTES_VARIABLE = "SEGMENTS_MAX_EAGER_BYTES"
+# The stages after ingest hold several copies of the lines (about 8 times the raw frame at peak on the UCI
+# data), so 2 GiB of input, about 20 million invoice lines of CSV, leaves room on a 24 GB machine.
+DEFAULT_MAX_EAGER_BYTES = 2 * 2**30
+
 _EXAMPLES = 5
+_LISTED_NAMES = 20
+_SHOWN_CHARACTERS = 80  # of a value, column name or reader error quoted in a message
+_SAMPLE_ROWS = 10_000
 _GZIP_MAGIC = b"\x1f\x8b"
+# C0 control characters other than tab, line feed and carriage return: text never holds them, binary data does.
+_CONTROL_CHARACTER = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_NOT_CONTROL = bytes(byte for byte in range(256) if not _CONTROL_CHARACTER.match(bytes([byte])))
+# How the readers rename a repeated header name: Polars' CSV reader calls a second "X" "X_duplicated_0",
+# fastexcel calls it "X_1". (A sheet with real columns "X" and "X_1" is taken for a repeat too, if X is read.)
+_CSV_REPEAT = re.compile(r"(.*)_duplicated_\d+")
+_XLSX_REPEAT = re.compile(r"(.*)_\d+")
+# Beyond 2**53 a float cannot hold every whole number, so a float that large may already be rounded.
+_EXACT_FLOAT_LIMIT = 2**53
 # A CSV that is not valid UTF-8 is read as Windows-1252, which is what "Latin-1" exports (such as the
 # widely shared Online Retail CSV) really are: it agrees with ISO-8859-1 on every printable character
 # and adds '€', curly quotes and dashes in 0x80-0x9F. Its five undefined bytes are read as their
@@ -49,7 +91,13 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # would instead replace every such byte with U+FFFD, silently turning '£' and 'é' into '�'.)
 _CP1252_THEN_LATIN1 = "".join(bytes([byte]).decode("cp1252", "ignore") or chr(byte) for byte in range(256))
 # What a corrupt or unreadable file raises while it is scanned and collected.
-_UNREADABLE = (pl.exceptions.PolarsError, fastexcel.FastExcelError, OSError, EOFError, zlib.error)
+_UNREADABLE = (pl.exceptions.PolarsError, OSError, EOFError, zlib.error)
+_UNREADABLE_ADVICE = {
+    ".parquet": "the file may be truncated or not Parquet at all; download or export it again",
+    ".csv": "check that every quote is closed and no line has more fields than the header",
+    ".csv.gz": "the file may be truncated, or a line may have an unclosed quote or more fields than the header",
+    ".xlsx": "the file may be truncated, encrypted or not a workbook; open it in Excel and save it as .xlsx again",
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +114,46 @@ class IngestedTransactions:
     transactions: pl.DataFrame  # RawTransactions
     fingerprint: InputFingerprint
     planted_archetypes: pl.DataFrame | None = None  # CustomerID, archetype: known truth of synthetic data
+
+
+class Table(NamedTuple):
+    """One table of an input file as its scanner found it."""
+
+    label: str  # the file, and for a workbook the sheet, as messages name it
+    frame: pl.LazyFrame
+    header: list[str]  # the frame's column names as the file writes them, repeats included
+
+
+@dataclass
+class MemoryBudget:
+    """How much input the in-memory stages may still take; each file claims its size before it is read."""
+
+    limit: int
+    used: int = 0
+
+    def claim(self, source: str, size: int, measure: str) -> None:
+        """Count `size` bytes (`measure` says of what) against the limit; an InputError naming the limit beyond it."""
+        if self.used + size > self.limit:
+            earlier = f" on top of {_in_units(self.used)} from the files before it" if self.used else ""
+            raise InputError(
+                f"Input {source}: {measure} is {_in_units(size)}{earlier}, over the {_in_units(self.limit)} limit "
+                f"for the in-memory stages ({MAX_EAGER_BYTES_VARIABLE}). Split the input, e.g. into one file per "
+                f"month, or raise {MAX_EAGER_BYTES_VARIABLE} on a machine with about 8 times as much memory."
+            )
+        self.used += size
+
+
+def configured_max_eager_bytes() -> int:
+    """The in-memory input limit: SEGMENTS_MAX_EAGER_BYTES (in bytes) if set, else DEFAULT_MAX_EAGER_BYTES."""
+    setting = os.environ.get(MAX_EAGER_BYTES_VARIABLE, "").strip()
+    if not setting:
+        return DEFAULT_MAX_EAGER_BYTES
+    if not (setting.isascii() and setting.isdigit() and int(setting) > 0):
+        raise ConfigurationError(
+            f"{MAX_EAGER_BYTES_VARIABLE}={setting!r} is not a positive whole number of bytes; "
+            f"unset it for the default of {DEFAULT_MAX_EAGER_BYTES} (2 GiB)."
+        )
+    return int(setting)
 
 
 def from_generated(generated: GeneratedData, seed: int) -> IngestedTransactions:
@@ -86,33 +174,44 @@ def describe(loaded: IngestedTransactions) -> str:
     return f"{fingerprint.source} ({loaded.transactions.height:,} rows, sha256 {fingerprint.sha256[:12]}…)"
 
 
-def load_transactions(source: str | Path, column_mapping: Mapping[str, str] | None = None) -> IngestedTransactions:
-    """Read every file `source` names (a file, folder, glob, s3:// or https:// URL) into one RawTransactions frame."""
+def load_transactions(
+    source: str | Path, column_mapping: Mapping[str, str] | None = None, max_eager_bytes: int | None = None,
+) -> IngestedTransactions:
+    """Read every file `source` names (a file, folder, glob, s3:// or https:// URL) into one RawTransactions frame.
+
+    `max_eager_bytes` bounds the input read into memory; by default SEGMENTS_MAX_EAGER_BYTES or 2 GiB.
+    """
     text = str(source)
+    budget = MemoryBudget(configured_max_eager_bytes() if max_eager_bytes is None else max_eager_bytes)
     with fetched(text, tuple(_SCANNERS)) as files:
-        frames = [frame for file in files for frame in read_file(file, column_mapping or {})]
+        frames = [frame for file in files for frame in read_file(file, column_mapping or {}, budget)]
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
     if transactions.height == 0:
-        raise InputError(f"Input {text}: there is a header but no rows.")
+        raise InputError(f"Input {text}: there is a header but no rows; check that the export ran to the end.")
     return IngestedTransactions(enforce(RawTransactions, transactions, f"Input {text}"), input_fingerprint)
 
 
-def read_file(file: LocalFile, column_mapping: Mapping[str, str]) -> list[pl.DataFrame]:
+def read_file(file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget) -> list[pl.DataFrame]:
     """Every table in `file` (a workbook has one per sheet) with canonical names and types."""
     if file.path.stat().st_size == 0:
-        raise InputError(f"Input {file.name}: the file is empty.")
+        raise InputError(f"Input {file.name}: the file is empty (0 bytes); check that the export ran to the end.")
     suffix = _format_suffix(file)
     with tempfile.TemporaryDirectory(prefix="segments-ingest-") as scratch:
         try:
             # Renamed and selected before collecting, so Parquet and CSV read only the canonical columns.
             tables = [
-                (label, rename_to_canonical(table, column_mapping, label).collect())
-                for label, table in _SCANNERS[suffix](file, Path(scratch))
+                (table.label, rename_to_canonical(table, column_mapping).collect())
+                for table in _SCANNERS[suffix](file, Path(scratch), budget)
             ]
         except _UNREADABLE as error:
-            raise InputError(f"Input {file.name}: cannot be read as {suffix} ({_first_line(error)}).") from None
-    return [canonicalize_types(table, label) for label, table in tables]
+            raise _unreadable(file, suffix, _printable(_first_line(error))) from None
+    return [canonicalize_types(frame, label) for label, frame in tables]
+
+
+def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError:
+    """The error for a file its reader cannot read, for `reason`, with advice for the format."""
+    return InputError(f"Input {file.name}: cannot be read as {suffix} ({reason}; {_UNREADABLE_ADVICE[suffix]}).")
 
 
 def _format_suffix(file: LocalFile) -> str:
@@ -130,15 +229,107 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _scan_parquet(file: LocalFile, scratch: Path) -> list[tuple[str, pl.LazyFrame]]:
-    """The Parquet file as one lazy table."""
-    return [(file.name, pl.scan_parquet(file.path))]
+def _printable(text: str) -> str:
+    """`text` for a one-paragraph message: control characters escaped, cut after _SHOWN_CHARACTERS."""
+    shown = repr(text[:_SHOWN_CHARACTERS])[1:-1]
+    return shown + "…" if len(text) > _SHOWN_CHARACTERS else shown
 
 
-def _scan_csv(file: LocalFile, scratch: Path) -> list[tuple[str, pl.LazyFrame]]:
+def _in_units(size: int) -> str:
+    """A byte count for people: '512 bytes', '3.4 MiB', '2.0 GiB'."""
+    exponent = min(max(size.bit_length() - 1, 0) // 10, 4)
+    return f"{size:,} bytes" if exponent == 0 else f"{size / 1024**exponent:,.1f} {'KMGT'[exponent - 1]}iB"
+
+
+# --- Parquet -----------------------------------------------------------------------------
+
+
+def _scan_parquet(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
+    """The Parquet file as one lazy table, decoded by a child process once its estimated size fits the budget."""
+    budget.claim(file.name, _decoder.estimated_size(file), "its estimated size in memory")
+    _decoder.decode(file, ".parquet", scratch)
+    table = pl.scan_ipc(scratch / "0.arrow")
+    return [Table(file.name, table, table.collect_schema().names())]
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextFacts:
+    """What one pass over a CSV's (decompressed) bytes finds out."""
+
+    size_bytes: int
+    is_utf8: bool
+    first_line: bytes  # or as much of it as the first chunk holds
+    control_lines: list[int]  # the first few line numbers (from 1) holding control characters
+
+
+def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
     """The CSV as one lazy table, every column as text (types are decided later), decoded to UTF-8 if needed."""
-    path = file.path if _is_utf8(file.path) else _decode_cp1252(file.path, scratch / "decoded.csv")
-    return [(file.name, pl.scan_csv(path, infer_schema=False))]
+    facts = _inspect_text(file.path)
+    if facts.control_lines:
+        raise InputError(
+            f"Input {file.name}: control characters such as NUL bytes, which text never has, on line(s) "
+            f"{', '.join(map(str, facts.control_lines))}: part of the file is binary (a damaged copy, or another file "
+            "pasted in). Remove those lines, or export or download the file again."
+        )
+    budget.claim(file.name, facts.size_bytes, "its size as text")
+    path = file.path if facts.is_utf8 else _decode_cp1252(file.path, scratch / "decoded.csv")
+    table = pl.scan_csv(path, infer_schema=False, separator=_separator(facts.first_line))
+    header = _as_written(table.collect_schema().names(), _CSV_REPEAT)
+    if len(header) == 1:
+        raise InputError(
+            f"Input {file.name}: the header is a single field ({_printable(header[0])}), but an export needs "
+            f"{len(CANONICAL_COLUMNS)} columns separated by commas, semicolons or tabs. Save the file as CSV with "
+            "one of those separators."
+        )
+    return [Table(file.name, table, header)]
+
+
+def _inspect_text(path: Path) -> TextFacts:
+    """Size, encoding, first line and lines with control characters of the (decompressed) file, in one pass."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size, is_utf8, first_chunk, lines_before, control_lines = 0, True, None, 0, []
+    with _open_decompressed(path) as stream:
+        for chunk in _chunks(stream):
+            first_chunk = chunk if first_chunk is None else first_chunk
+            is_utf8 = is_utf8 and _continues_utf8(decoder, chunk)
+            for line in _control_lines(chunk, lines_before + 1, _EXAMPLES - len(control_lines)):
+                if line not in control_lines:  # a line spanning two chunks may be found in both
+                    control_lines.append(line)
+            size += len(chunk)
+            lines_before += chunk.count(b"\n")
+    is_utf8 = is_utf8 and _continues_utf8(decoder, b"", final=True)
+    return TextFacts(size, is_utf8, (first_chunk or b"").split(b"\n", 1)[0], control_lines[:_EXAMPLES])
+
+
+def _continues_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
+    """Whether `chunk` continues valid UTF-8 after what `decoder` has seen."""
+    try:
+        decoder.decode(chunk, final)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _control_lines(chunk: bytes, first_line: int, wanted: int) -> list[int]:
+    """Up to `wanted` numbers of lines in `chunk`, which starts on line `first_line`, that hold control characters."""
+    if not chunk.translate(None, _NOT_CONTROL):  # far faster than searching text without any
+        return []
+    found, line, position = [], first_line, 0
+    while len(found) < wanted and (match := _CONTROL_CHARACTER.search(chunk, position)):
+        line += chunk.count(b"\n", position, match.start())
+        found.append(line)
+        position = chunk.find(b"\n", match.start())  # the rest of this line needs no more searching
+        if position < 0:
+            break
+    return found
+
+
+def _separator(first_line: bytes) -> str:
+    """The field separator the header uses most: ';' or tab if it has more of them than commas, else ','."""
+    return max(SEPARATORS, key=lambda separator: first_line.count(separator.encode()))
 
 
 def _open_decompressed(path: Path) -> BinaryIO:
@@ -153,19 +344,6 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
     return iter(lambda: stream.read(CHUNK_BYTES), b"")
 
 
-def _is_utf8(path: Path) -> bool:
-    """Whether the whole (decompressed) file is valid UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with _open_decompressed(path) as stream:
-        try:
-            for chunk in _chunks(stream):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
-    return True
-
-
 def _decode_cp1252(path: Path, target: Path) -> Path:
     """Write a UTF-8 copy of the Windows-1252 (or Latin-1) file to `target`; one byte is one character."""
     with _open_decompressed(path) as stream, target.open("wb") as copy:
@@ -174,7 +352,10 @@ def _decode_cp1252(path: Path, target: Path) -> Path:
     return target
 
 
-def _scan_workbook(file: LocalFile, scratch: Path) -> list[tuple[str, pl.LazyFrame]]:
+# --- Excel -------------------------------------------------------------------------------
+
+
+def _scan_workbook(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
     """Every sheet with cells, in workbook order, labelled with its name for error messages.
 
     Column types are inferred from every row, not a sample, so a column that mixes numbers and text,
@@ -182,89 +363,305 @@ def _scan_workbook(file: LocalFile, scratch: Path) -> list[tuple[str, pl.LazyFra
     text cells to null. fastexcel is used directly because it keeps empty rows, so row numbers in
     errors match the sheet, and tells a workbook without sheets from one with empty sheets.
     """
-    workbook = fastexcel.read_excel(file.path)
-    if not workbook.sheet_names:
-        raise InputError(f"Input {file.name}: the workbook has no sheets.")
-    sheets = {name: workbook.load_sheet(name, schema_sample_rows=None).to_polars() for name in workbook.sheet_names}
-    tables = [(f"{file.name}, sheet {name!r}", sheet.lazy()) for name, sheet in sheets.items() if sheet.width]
+    _check_workbook_archive(file, budget)
+    sheet_names = _decoder.decode(file, ".xlsx", scratch)
+    if not sheet_names:
+        raise InputError(f"Input {file.name}: the workbook has no sheets. Check that this is the right file.")
+    sheets = {name: pl.read_ipc(scratch / f"{index}.arrow") for index, name in enumerate(sheet_names)}
+    tables = [
+        Table(f"{file.name}, sheet {name!r}", sheet.lazy(), _as_written(sheet.columns, _XLSX_REPEAT))
+        for name, sheet in sheets.items() if sheet.width
+    ]
     if not tables:
-        raise InputError(f"Input {file.name}: every sheet of the workbook is empty ({', '.join(map(repr, sheets))}).")
+        raise InputError(
+            f"Input {file.name}: every sheet of the workbook is empty ({', '.join(map(repr, sheets))}). "
+            "Check that this is the right file."
+        )
     return tables
 
 
-_SCANNERS: dict[str, Callable[[LocalFile, Path], list[tuple[str, pl.LazyFrame]]]] = {
+def _check_workbook_archive(file: LocalFile, budget: MemoryBudget) -> None:
+    """Claim the workbook's uncompressed size before anything is decompressed, then check every part's checksum.
+
+    An .xlsx is a zip archive of XML parts, which the Excel reader holds in memory uncompressed; a "zip
+    bomb" declares or hides a huge uncompressed size. The declared sizes are claimed from the budget
+    first. They could lie, so every part is then decompressed once, in chunks, and checked against its
+    CRC: Python's zipfile stops reading a part at its declared size, so this never reads beyond the budget.
+    """
+    try:
+        with zipfile.ZipFile(file.path) as archive:
+            parts = archive.infolist()
+            budget.claim(file.name, sum(part.file_size for part in parts), "the uncompressed size of the workbook")
+            corrupt_part = archive.testzip()
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:  # also unknown compression, encryption
+        raise InputError(
+            f"Input {file.name}: cannot be read as .xlsx (it is not a readable Zip archive, as every workbook is: "
+            f"{_printable(str(error))}; {_UNREADABLE_ADVICE['.xlsx']})."
+        ) from None
+    if corrupt_part is not None:
+        raise InputError(
+            f"Input {file.name}: cannot be read as .xlsx (part {_printable(corrupt_part)} does not match its "
+            f"checksum; {_UNREADABLE_ADVICE['.xlsx']})."
+        )
+
+
+# --- decoding in a child process ----------------------------------------------------------
+
+# The child process that reads Parquet files and workbooks (see ChildDecoder). It imports only the
+# readers, so it starts quickly. Each request is one JSON line, a function's name and its arguments;
+# each answer one JSON line with the function's result or the reason it failed, and the child's peak
+# memory so far.
+_CHILD_SCRIPT = """
+import json, resource, sys
+import fastexcel, polars
+
+def estimated_size(source, sample_rows):
+    table = polars.scan_parquet(source)
+    sample = table.head(sample_rows).collect()
+    return table.select(polars.len()).collect().item() * sample.estimated_size() // max(sample.height, 1)
+
+def decode(source, suffix, folder):
+    if suffix == ".parquet":
+        polars.scan_parquet(source).sink_ipc(f"{folder}/0.arrow", compression="lz4")
+        return [None]
+    workbook = fastexcel.read_excel(source)
+    for index, name in enumerate(workbook.sheet_names):
+        sheet = workbook.load_sheet(name, schema_sample_rows=None).to_polars()
+        sheet.write_ipc(f"{folder}/{index}.arrow", compression="lz4")
+    return workbook.sheet_names
+
+answers, sys.stdout = sys.stdout, sys.stderr  # nothing a library prints can mix with the answers
+for request in sys.stdin:
+    function, *arguments = json.loads(request)
+    try:
+        answer = {"result": {"estimated_size": estimated_size, "decode": decode}[function](*arguments)}
+    except BaseException as error:  # a Rust panic is a BaseException, and its text is the reader's internals
+        panicked = type(error).__name__ == "PanicException"
+        reason = "the reader failed on its contents" if panicked else str(error).strip() or type(error).__name__
+        answer = {"error": reason.splitlines()[0]}
+    answer["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(answer), file=answers, flush=True)
+"""
+# A child that has held more than this lets go after its answer, so its memory goes back to the system.
+_CHILD_PEAK_KIB = 256 * 1024
+
+
+class ChildDecoder:
+    """Reads Parquet files and workbooks in a child process, kept for the next file, into Arrow IPC files.
+
+    The Parquet and Excel readers trust the lengths and cell positions a file declares: one damaged byte
+    in a Parquet page header, or two cells at A1 and XFD1048576, makes them allocate terabytes and abort
+    the whole process, which no except clause can catch. In a child that ends only the child: the file
+    gets an InputError and the next file a new child.
+    """
+
+    def __init__(self) -> None:
+        self._child: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # one request at a time, whichever thread ingests
+
+    def estimated_size(self, file: LocalFile) -> int:
+        """Bytes the Parquet file takes in memory: its row count times the size of its first rows."""
+        return self._ask(file, ".parquet", "estimated_size", _SAMPLE_ROWS)
+
+    def decode(self, file: LocalFile, suffix: str, folder: Path) -> list[str | None]:
+        """Write the file's tables to <folder>/<index>.arrow; the names of its sheets ([None] for Parquet)."""
+        return self._ask(file, suffix, "decode", suffix, str(folder))
+
+    def _ask(self, file: LocalFile, suffix: str, function: str, *arguments: object) -> object:
+        """What the child's `function` returns for the file's path and `arguments`; an InputError if it fails."""
+        with self._lock:
+            child = self._running_child()
+            child.stdin.write(json.dumps([function, str(file.path), *arguments]) + "\n")
+            child.stdin.flush()
+            answer = child.stdout.readline()
+            if not answer:
+                raise _unreadable(file, suffix, f"the reader crashed on its contents with {_ending(self._let_go())}")
+            outcome = json.loads(answer)
+            if outcome["peak_kib"] > _CHILD_PEAK_KIB:
+                self._let_go()
+        if "error" in outcome:
+            raise _unreadable(file, suffix, _printable(outcome["error"]))
+        return outcome["result"]
+
+    def _running_child(self) -> subprocess.Popen:
+        """The child process, started if there is none or it has died."""
+        if self._child is None or self._child.poll() is not None:
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_SCRIPT], text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,  # a crash's backtrace
+            )
+        return self._child
+
+    def _let_go(self) -> int:
+        """End the child, which exits when its input closes, and close its pipes; how it ended (its return code)."""
+        child, self._child = self._child, None
+        child.stdin.close()
+        returncode = child.wait()
+        child.stdout.close()
+        return returncode
+
+
+def _ending(returncode: int) -> str:
+    """How a child process ended: the signal that killed it, or its exit code."""
+    return signal.Signals(-returncode).name if returncode < 0 else f"exit code {returncode}"
+
+
+_decoder = ChildDecoder()
+
+
+_SCANNERS: dict[str, Callable[[LocalFile, Path, MemoryBudget], list[Table]]] = {
     ".parquet": _scan_parquet, ".csv": _scan_csv, ".csv.gz": _scan_csv, ".xlsx": _scan_workbook,
 }
 
 
-def rename_to_canonical(table: pl.LazyFrame, column_mapping: Mapping[str, str], source: str) -> pl.LazyFrame:
-    """Map known and user-given column names onto the canonical ones; extra columns are left out."""
-    found = table.collect_schema().names()
+# --- names and types ---------------------------------------------------------------------
+
+
+def _as_written(names: list[str], repeat: re.Pattern[str]) -> list[str]:
+    """The header as the file writes it: a reader's renamed repeat of an earlier name gets that name back."""
+    written = []
+    for name in names:
+        renamed = repeat.fullmatch(name)
+        written.append(renamed[1] if renamed and renamed[1] in written else name)
+    return written
+
+
+def rename_to_canonical(table: Table, column_mapping: Mapping[str, str]) -> pl.LazyFrame:
+    """The canonical columns, found by their own, known or user-given names; extra columns are left out."""
     names = {**KNOWN_ALIASES, **column_mapping}
-    renamed = table.rename({old: new for old, new in names.items() if old in found})
-    missing = [column for column in CANONICAL_COLUMNS if column not in renamed.collect_schema().names()]
+    read_as = [names.get(name, name) for name in table.header]
+    repeated = {
+        column: [name for name, target in zip(table.header, read_as) if target == column]
+        for column in CANONICAL_COLUMNS if read_as.count(column) > 1
+    }
+    if repeated:
+        described = "; ".join(f"{column} ({', '.join(map(repr, sources))})" for column, sources in repeated.items())
+        raise InputError(
+            f"Input {table.label}: duplicated column(s) {described}: it is unclear which one to read. "
+            "Remove or rename the extra column(s) so that each required column appears once."
+        )
+    missing = [column for column in CANONICAL_COLUMNS if column not in read_as]
     if missing:
         raise InputError(
-            f"Input {source}: required column(s) {', '.join(missing)} missing; found {', '.join(found)}. "
+            f"Input {table.label}: required column(s) {', '.join(missing)} missing; found {_listing(table.header)}. "
             "Map other names with a column mapping, e.g. --column-map 'Customer=CustomerID'."
         )
-    return renamed.select(CANONICAL_COLUMNS)
+    column_of = dict(zip(read_as, table.frame.collect_schema().names()))
+    return table.frame.select(pl.col(column_of[column]).alias(column) for column in CANONICAL_COLUMNS)
+
+
+def _listing(names: Sequence[str]) -> str:
+    """Column names for a message: each printable and short, and at most _LISTED_NAMES of them."""
+    listed = ", ".join(_printable(name) for name in names[:_LISTED_NAMES])
+    return listed + (f" and {len(names) - _LISTED_NAMES:,} more" if len(names) > _LISTED_NAMES else "")
 
 
 def canonicalize_types(table: pl.DataFrame, source: str) -> pl.DataFrame:
     """Cast every column to its canonical type, naming the rows whose values cannot be converted."""
-    return table.with_columns(
-        *(_as_text(table[column]) for column in TEXT_COLUMNS),
-        _checked_cast(table, "Quantity", _as_integer("Quantity"), source),
-        _checked_cast(table, "UnitPrice", pl.col("UnitPrice").cast(pl.Float64, strict=False), source),
-        _checked_cast(table, "CustomerID", _as_integer("CustomerID"), source),
-        _checked_cast(table, "InvoiceDate", _as_datetime(table["InvoiceDate"]), source),
-    )
+    misfits = [
+        f"column {column} holds {dtype} values, which cannot be read as {_READ_AS[column]}"
+        for column, dtype in table.schema.items() if not _type_fits(column, dtype)
+    ]
+    if misfits:
+        raise InputError(f"Input {source}: {'; '.join(misfits)}. Export those columns as plain values or as text.")
+    dates, dates_read_as = _as_datetime(table["InvoiceDate"])
+    converted = {
+        **{column: _as_text(table[column]) for column in TEXT_COLUMNS},
+        "Quantity": _as_integer(table["Quantity"]), "UnitPrice": table["UnitPrice"].cast(pl.Float64, strict=False),
+        "CustomerID": _as_integer(table["CustomerID"]), "InvoiceDate": dates,
+    }
+    read_as = {**_READ_AS, "InvoiceDate": dates_read_as}
+    for column in (*NUMBER_COLUMNS, "InvoiceDate"):  # text always converts, its types being checked above
+        _check_nothing_lost(table[column], converted[column], source, read_as[column])
+    return pl.DataFrame({column: converted[column] for column in CANONICAL_COLUMNS})
 
 
-def _as_text(values: pl.Series) -> pl.Expr:
+def _type_fits(column: str, dtype: pl.DataType) -> bool:
+    """Whether a file's column of type `dtype` can hold the canonical column's values faithfully.
+
+    Text columns take numbers, as Excel stores invoice numbers and stock codes; a date in a number
+    column, a number in the date column or a list anywhere is refused rather than reinterpreted.
+    """
+    if dtype in (pl.String, pl.Null):
+        return True
+    if column in TEXT_COLUMNS:
+        return dtype.is_numeric() or dtype in (pl.Date, pl.Datetime, pl.Boolean, pl.Categorical, pl.Enum)
+    if column in NUMBER_COLUMNS:
+        return dtype.is_numeric()
+    return dtype in (pl.Date, pl.Datetime)
+
+
+def _as_text(values: pl.Series) -> pl.Series:
     """Text without surrounding blanks; whole numbers without ".0", as Excel stores numeric invoice numbers."""
-    column = pl.col(values.name)
     if values.dtype.is_float():
-        as_integer_text = column.cast(pl.Int64, strict=False).cast(pl.String)
-        column = pl.when(column == column.round()).then(as_integer_text).otherwise(column.cast(pl.String))
-    return column.cast(pl.String).str.strip_chars().alias(values.name)
+        values = _exact_whole_number(values).cast(pl.String).fill_null(values.cast(pl.String))
+    return values.cast(pl.String).str.strip_chars()
 
 
-def _as_integer(column: str) -> pl.Expr:
-    """Integer-like values ("17850", 17850.0) to Int64; anything fractional or non-numeric to null."""
-    as_float = pl.col(column).cast(pl.Float64, strict=False)
-    return pl.when(as_float == as_float.round()).then(as_float.cast(pl.Int64, strict=False)).alias(column)
+def _as_integer(values: pl.Series) -> pl.Series:
+    """Whole numbers as Int64 without rounding: text digit by digit ("17850", "17850.0"), floats only where exact.
+
+    Anything fractional, non-numeric or beyond Int64 becomes null, which `_check_nothing_lost` reports.
+    """
+    if values.dtype.is_integer():
+        return values.cast(pl.Int64, strict=False)
+    if values.dtype.is_float():
+        return _exact_whole_number(values)
+    text = values.cast(pl.String).str.strip_chars()
+    integers = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
+    if integers.null_count() > text.null_count():  # e.g. "1.785E+04"
+        integers = integers.fill_null(_exact_whole_number(text.cast(pl.Float64, strict=False)))
+    return integers
 
 
-def _as_datetime(values: pl.Series) -> pl.Expr:
-    """Datetimes and dates are kept; text is parsed with the first format that fits every value.
+def _exact_whole_number(numbers: pl.Series) -> pl.Series:
+    """Floats as Int64 where they hold a whole number exactly (at most 2**53 in size); null elsewhere."""
+    exact = (numbers == numbers.round()) & (numbers.abs() <= _EXACT_FLOAT_LIMIT)
+    return numbers.set(~exact.fill_null(False), None).cast(pl.Int64)
 
-    When no format fits every value, the one that fits most is used, so the error raised by
-    `_checked_cast` lists the truly odd values rather than every row.
+
+def _as_datetime(values: pl.Series) -> tuple[pl.Series, str]:
+    """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors.
+
+    The format is the first of DATE_FORMATS that fits every value or, if none does, the one that fits
+    most, so the error raised by `_check_nothing_lost` lists the truly odd values rather than every row.
     """
     if values.dtype in (pl.Datetime, pl.Date):
-        return pl.col(values.name).cast(pl.Datetime("us"))
-    text = values.cast(pl.String).str.strip_chars()
-    parsed_counts = {}
+        return values.cast(pl.Datetime("us")), _READ_AS[values.name]
+    parsed = {}
     for date_format in DATE_FORMATS:
-        parsed_counts[date_format] = text.str.to_datetime(date_format, strict=False, time_unit="us").count()
-        if parsed_counts[date_format] == text.count():
+        parsed[date_format] = _parsed_dates(values, date_format)
+        if parsed[date_format].count() == values.count():
             break
-    best_format = max(parsed_counts, key=parsed_counts.__getitem__)
-    return pl.col(values.name).cast(pl.String).str.strip_chars().str.to_datetime(best_format, strict=False, time_unit="us")
+    best_format = max(parsed, key=lambda date_format: parsed[date_format].count())
+    fitting = parsed[best_format].count()
+    read_as = (
+        f"a date in the format {best_format} that the column's other {fitting:,} value(s) have (one format per column)"
+        if fitting else f"a date in one of the formats {', '.join(DATE_FORMATS)}"
+    )
+    return parsed[best_format], read_as
 
 
-def _checked_cast(table: pl.DataFrame, column: str, cast: pl.Expr, source: str) -> pl.Expr:
-    """The cast expression, after checking that it turns no present value into null (rows counted from 1)."""
-    lost = table.with_row_index("row", offset=1).filter(pl.col(column).is_not_null() & cast.is_null())
-    if lost.height:
-        examples = ", ".join(f"{value!r} (row {row})" for row, value in lost.select("row", column).head(_EXAMPLES).iter_rows())
+def _parsed_dates(text: pl.Series, date_format: str) -> pl.Series:
+    """Text values parsed as datetimes in `date_format`; null where it does not fit."""
+    return text.cast(pl.String).str.strip_chars().str.to_datetime(date_format, strict=False, time_unit="us")
+
+
+def _check_nothing_lost(original: pl.Series, converted: pl.Series, source: str, read_as: str) -> None:
+    """An InputError naming the values (and rows, counted from 1) that converting turned into null, if any."""
+    lost = original.is_not_null() & converted.is_null()
+    if lost.any():
+        rows = lost.arg_true()
+        examples = ", ".join(f"{_quoted(original[row])} (row {row + 1})" for row in rows[:_EXAMPLES])
         raise InputError(
-            f"Input {source}: column {column} has {lost.height:,} value(s) that cannot be read as "
-            f"{RawTransactions.to_schema().columns[column].dtype}, e.g. {examples}."
+            f"Input {source}: column {original.name} has {len(rows):,} value(s) that cannot be read as {read_as}, "
+            f"e.g. {examples}. Correct or remove those rows, or map another column onto {original.name}."
         )
-    return cast.alias(column)
+
+
+def _quoted(value: object) -> str:
+    """A value for a message: text in quotes, printable and cut short if long; anything else as Python shows it."""
+    return f"'{_printable(value)}'" if isinstance(value, str) else repr(value)
 
 
 def fingerprint(source: str, files: Sequence[LocalFile]) -> InputFingerprint:
