@@ -1,6 +1,7 @@
 """`segments`: run, assign, serve or trigger the segmentation flows, or generate demo data, from a terminal."""
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -89,6 +90,8 @@ def run_flow(arguments: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows import assign, partitioned, segmentation
 
+    hide_tracebacks_of_own_errors()
+
     flow = {"customer_segmentation": segmentation.customer_segmentation, "assign_segments": assign.assign_segments,
             "customer_segmentation_partitioned": partitioned.customer_segmentation_partitioned}
     state = flow[arguments.flow_name](params, return_state=True)
@@ -108,6 +111,22 @@ def run_flow(arguments: argparse.Namespace) -> int:
         + f"  manifest          {summary.manifest_url}"
     )
     return 0
+
+
+class _OwnErrorsWithoutTraceback(logging.Filter):
+    """Our errors already say what is wrong and what to do; a stack trace would only bury that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SegmentsError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_tracebacks_of_own_errors() -> None:
+    """Keep Prefect's console log free of stack traces for the project's own errors."""
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_OwnErrorsWithoutTraceback())
 
 
 def generate_data(arguments: argparse.Namespace) -> int:

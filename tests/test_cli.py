@@ -90,3 +90,4 @@ def test_console_script_reports_bad_input_without_a_traceback(tmp_path):
     )
     assert finished.returncode == 1
     assert "absent.csv: no such file" in finished.stderr
+    assert "Traceback" not in finished.stderr + finished.stdout
