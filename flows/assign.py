@@ -75,6 +75,6 @@ def assign_segments(params: AssignmentParameters) -> RunSummary:
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )
     return finish_run(
-        run_id, cleaned.raw_rows, cleaned.lines.height, cleaned.quarantine.height,
+        run_id, cleaned.funnel.raw_rows, cleaned.funnel.clean_rows, cleaned.funnel.quarantined_rows,
         customer_features.height, profiles, published,
     )

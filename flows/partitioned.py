@@ -32,7 +32,7 @@ from flows.segmentation import (
     finish_run, publish_run, stage_options,
 )
 from tasks import artifacts, cluster, features, ingest, partition, report, sources
-from tasks.clean import CleaningOptions
+from tasks.clean import CleaningFunnel, CleaningOptions
 from tasks.ingest import InputFingerprint
 from tasks.publish import make_s3_client
 
@@ -75,7 +75,7 @@ class ScreenedFile:
 class CleanedPartition:
     """What cleaning one customer partition found: its funnel and when its last clean line was invoiced."""
 
-    funnel: partition.CleaningFunnel
+    funnel: CleaningFunnel
     last_invoice: datetime | None
 
 
@@ -121,9 +121,9 @@ def clean_partition(partition_number: int, offsets: list[int], options: Cleaning
         cleaned = partition.clean_partition(lines, offsets, options)
     for part, frame in {"lines": cleaned.lines, "returns": cleaned.returns, "quarantine": cleaned.quarantine}.items():
         write_parquet(frame, work.cleaned(partition_number, part))
-    log_stage("clean-partition", started, partition=partition_number, raw_rows=cleaned.raw_rows,
-              clean_rows=cleaned.lines.height, quarantined_rows=cleaned.quarantine.height)
-    return CleanedPartition(partition.funnel_of(cleaned), partition.last_invoice(cleaned.lines))
+    log_stage("clean-partition", started, partition=partition_number, raw_rows=cleaned.funnel.raw_rows,
+              clean_rows=cleaned.funnel.clean_rows, quarantined_rows=cleaned.funnel.quarantined_rows)
+    return CleanedPartition(cleaned.funnel, partition.last_invoice(cleaned.lines))
 
 
 @task(name="features-partition")

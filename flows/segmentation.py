@@ -134,8 +134,8 @@ def clean_transactions(
     options = clean.CleaningOptions(non_product_codes=tuple(non_product_codes), countries=tuple(countries))
     with contract_failures_published("clean"):
         cleaned = clean.clean_transactions(raw, options)
-    log_stage("clean", started, raw_rows=cleaned.raw_rows, clean_rows=cleaned.lines.height,
-              quarantined_rows=cleaned.quarantine.height)
+    log_stage("clean", started, raw_rows=cleaned.funnel.raw_rows,
+              clean_rows=cleaned.funnel.clean_rows, quarantined_rows=cleaned.funnel.quarantined_rows)
     return cleaned
 
 
@@ -228,7 +228,7 @@ def customer_segmentation(params: SegmentationParameters = SegmentationParameter
         report_link_expiry_seconds=params.report_link_expiry_seconds,
     )
     return finish_run(
-        run_id, cleaned.raw_rows, cleaned.lines.height, cleaned.quarantine.height,
+        run_id, cleaned.funnel.raw_rows, cleaned.funnel.clean_rows, cleaned.funnel.quarantined_rows,
         customer_features.height, segmentation.profiles, published,
     )
 

@@ -1,14 +1,15 @@
 """Cleaning: named rules, applied in order, that move rows from the lines to a quarantine.
 
-Each rule is a Polars expression that flags rows to remove among those still remaining, so a
-row is attributed to the first rule that catches it and `raw = clean + quarantined` holds to
-the row. Cancellations are quarantined like any other removal but stay available to the
+Each rule is a Polars expression that flags rows to remove; a row is attributed to the first
+rule, in RULES order, that flags it, so `raw = clean + quarantined` holds to the row and each
+rule's count is what it removes among the rows the rules before it left. Cancellations are quarantined like any other removal but stay available to the
 feature stage, which matches them to the purchases they reverse.
 """
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 
@@ -25,6 +26,11 @@ DEFAULT_NON_PRODUCT_CODES = (
 SOURCE_ROW = "source_row"
 RULE = "rule"
 CANCELLATION = "cancellation"
+RANK = "rank"  # position in RULES of the rule that removes a line; len(RULES) for a clean one
+REPEATS_EARLIER_LINE = "repeats_earlier_line"  # set by repeated_rows, read by the exact_duplicate rule
+DEFAULT_BATCH_ROWS = 1_000_000
+
+Frame = pl.DataFrame | pl.LazyFrame
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ RULES: tuple[CleaningRule, ...] = (
                      pl.col("InvoiceNo", "StockCode", "Country").str.strip_chars() == "",
                  )),
     CleaningRule("exact_duplicate", "repeats an earlier line in every column (the first copy is kept)",
-                 lambda _: ~pl.struct(pl.all().exclude(SOURCE_ROW)).is_first_distinct()),
+                 lambda _: pl.col(REPEATS_EARLIER_LINE)),
     CleaningRule("implausible_date", "InvoiceDate before 1990 or in the future",
                  lambda o: (pl.col("InvoiceDate") < EARLIEST_PLAUSIBLE_DATE)
                  | (pl.col("InvoiceDate") > o.latest_plausible_date)),
@@ -88,40 +94,129 @@ class RuleOutcome:
 
 
 @dataclass(frozen=True)
-class CleanedTransactions:
-    lines: pl.DataFrame       # CleanTransactions
-    quarantine: pl.DataFrame  # raw columns + source_row + rule
-    outcomes: tuple[RuleOutcome, ...]
+class CleaningFunnel:
+    """Rows and customers in, what each rule removed, what is left."""
+
     raw_rows: int
     raw_customers: int
+    outcomes: tuple[RuleOutcome, ...]
+    clean_rows: int
+    clean_customers: int
 
     @property
-    def returns(self) -> pl.DataFrame:
-        """Cancellation lines of known customers, for matching against their purchases."""
-        return self.quarantine.filter(pl.col(RULE) == CANCELLATION).drop(RULE, SOURCE_ROW)
+    def quarantined_rows(self) -> int:
+        return sum(outcome.removed_rows for outcome in self.outcomes)
 
     def quality(self) -> dict:
-        """The cleaning funnel as plain JSON-able data (quality.json, manifest, report)."""
+        """The funnel as plain JSON-able data (quality.json, manifest, report)."""
         return {
             "raw_rows": self.raw_rows,
-            "clean_rows": self.lines.height,
-            "quarantined_rows": self.quarantine.height,
+            "clean_rows": self.clean_rows,
+            "quarantined_rows": self.quarantined_rows,
             "raw_customers": self.raw_customers,
-            "clean_customers": self.lines["CustomerID"].n_unique(),
+            "clean_customers": self.clean_customers,
             "rules": [vars(outcome) for outcome in self.outcomes],
         }
 
 
+@dataclass(frozen=True)
+class CleanedTransactions:
+    """Cleaning's result; when streamed, the frames are lazy scans of the Parquet files it wrote."""
+
+    lines: Frame       # CleanTransactions
+    quarantine: Frame  # raw columns + source_row + rule, in source-row order
+    funnel: CleaningFunnel
+
+    @property
+    def returns(self) -> Frame:
+        """Cancellation lines of known customers, for matching against their purchases."""
+        return self.quarantine.filter(pl.col(RULE) == CANCELLATION).drop(RULE, SOURCE_ROW)
+
+    def quality(self) -> dict:
+        return self.funnel.quality()
+
+
 def clean_transactions(raw: pl.DataFrame, options: CleaningOptions = CleaningOptions()) -> CleanedTransactions:
     """Apply RULES in order; return the clean lines (validated), the quarantine and per-rule counts."""
-    remaining = raw.with_row_index(SOURCE_ROW)
-    quarantined, outcomes = [], []
-    for rule in RULES:
-        flagged = remaining.with_columns(rule.flags(options).fill_null(True).alias(RULE))
-        removed = flagged.filter(pl.col(RULE)).with_columns(pl.lit(rule.name).alias(RULE))
-        remaining = flagged.filter(~pl.col(RULE)).drop(RULE)
-        quarantined.append(removed)
-        outcomes.append(RuleOutcome(rule.name, rule.description, removed.height, remaining["CustomerID"].n_unique()))
-    quarantine = pl.concat(quarantined).sort(SOURCE_ROW)
-    lines = enforce(CleanTransactions, remaining.drop(SOURCE_ROW), "Cleaning")
-    return CleanedTransactions(lines, quarantine, tuple(outcomes), raw.height, raw["CustomerID"].drop_nulls().n_unique())
+    numbered = raw.with_row_index(SOURCE_ROW)
+    lines, quarantine, tally = clean_batch(numbered, repeated_rows(numbered.lazy()), options)
+    return CleanedTransactions(lines, quarantine, funnel_of([tally]))
+
+
+def clean_in_batches(raw: pl.LazyFrame, folder: Path, options: CleaningOptions = CleaningOptions(),
+                     batch_rows: int = DEFAULT_BATCH_ROWS) -> CleanedTransactions:
+    """clean_transactions for input larger than memory: `batch_rows` lines at a time, results written to `folder`.
+
+    The lines and quarantine become numbered Parquet files in folder/lines and folder/quarantine,
+    returned as lazy scans; memory holds one batch and the source rows of repeated lines.
+    """
+    numbered = raw.with_row_index(SOURCE_ROW)
+    repeated = repeated_rows(numbered)
+    tallies = []
+    for index, batch in enumerate(numbered.collect_batches(chunk_size=batch_rows)):
+        lines, quarantine, tally = clean_batch(batch, repeated, options)
+        for part, rows in (("lines", lines), ("quarantine", quarantine)):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+            rows.write_parquet(folder / part / f"{index:06d}.parquet")
+        tallies.append(tally)
+    return CleanedTransactions(pl.scan_parquet(folder / "lines" / "*.parquet"),
+                               pl.scan_parquet(folder / "quarantine" / "*.parquet"), funnel_of(tallies))
+
+
+@dataclass(frozen=True)
+class RankTally:
+    """What the rules did to some lines: rows per rank (rule position; len(RULES) is clean) and each customer's best."""
+
+    rows_per_rank: tuple[int, ...]
+    furthest_rank: pl.DataFrame  # CustomerID, rank: how far the customer's furthest line got through RULES
+
+
+def clean_batch(numbered: pl.DataFrame, repeated: pl.Series,
+                options: CleaningOptions) -> tuple[pl.DataFrame, pl.DataFrame, RankTally]:
+    """Clean lines (validated), quarantine and tally of some numbered lines, given every repeated line's source row."""
+    ranked = numbered.with_columns(pl.col(SOURCE_ROW).is_in(repeated.implode()).alias(REPEATS_EARLIER_LINE)).select(
+        *numbered.columns, first_rule_rank(options))
+    is_clean = pl.col(RANK) == len(RULES)
+    rule_names = [rule.name for rule in RULES]
+    quarantine = ranked.filter(~is_clean).with_columns(
+        pl.col(RANK).replace_strict(range(len(RULES)), rule_names, return_dtype=pl.String).alias(RULE)).drop(RANK)
+    lines = enforce(CleanTransactions, ranked.filter(is_clean).drop(SOURCE_ROW, RANK), "Cleaning")
+    rows_per_rank = dict(ranked[RANK].value_counts().iter_rows())
+    furthest_rank = ranked.drop_nulls("CustomerID").group_by("CustomerID").agg(pl.col(RANK).max())
+    return lines, quarantine, RankTally(tuple(rows_per_rank.get(rank, 0) for rank in range(len(RULES) + 1)),
+                                        furthest_rank)
+
+
+def first_rule_rank(options: CleaningOptions) -> pl.Expr:
+    """The position in RULES of the first rule that removes the row; len(RULES) for a clean row."""
+    ranks = pl.when(RULES[0].flags(options).fill_null(True)).then(0)
+    for rank, rule in enumerate(RULES[1:], start=1):
+        ranks = ranks.when(rule.flags(options).fill_null(True)).then(rank)
+    return ranks.otherwise(len(RULES)).cast(pl.UInt8).alias(RANK)
+
+
+def repeated_rows(numbered: pl.LazyFrame) -> pl.Series:
+    """Source rows of the lines that repeat an earlier line in every column.
+
+    Rules before exact_duplicate look at one row at a time, so they treat copies alike, and copies
+    among all lines are copies among the lines those rules leave. Row hashes find the candidates
+    in one pass over little memory; only lines whose hash repeats are compared in full.
+    """
+    columns = [name for name in numbered.collect_schema().names() if name != SOURCE_ROW]
+    hashes = numbered.select(SOURCE_ROW, pl.struct(columns).hash().alias("hash")).collect(engine="streaming")
+    candidates = hashes.filter(pl.col("hash").is_duplicated())[SOURCE_ROW]
+    return (numbered.filter(pl.col(SOURCE_ROW).is_in(candidates.implode()))
+            .collect(engine="streaming")
+            .sort(SOURCE_ROW)
+            .filter(~pl.struct(columns).is_first_distinct())[SOURCE_ROW])
+
+
+def funnel_of(tallies: Sequence[RankTally]) -> CleaningFunnel:
+    """The funnel of all tallied lines; a customer is left after a rule while one of their lines got past it."""
+    rows_per_rank = [sum(rows) for rows in zip(*(tally.rows_per_rank for tally in tallies))]
+    furthest = (pl.concat([tally.furthest_rank for tally in tallies])
+                .group_by("CustomerID").agg(pl.col(RANK).max())[RANK])
+    outcomes = tuple(RuleOutcome(rule.name, rule.description, rows_per_rank[rank], int((furthest > rank).sum()))
+                     for rank, rule in enumerate(RULES))
+    return CleaningFunnel(raw_rows=sum(rows_per_rank), raw_customers=furthest.len(), outcomes=outcomes,
+                          clean_rows=rows_per_rank[-1], clean_customers=outcomes[-1].customers_after)

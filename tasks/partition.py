@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from tasks import clean, features
-from tasks.clean import RULE, SOURCE_ROW, CleanedTransactions, CleaningOptions, RuleOutcome
+from tasks.clean import RULE, SOURCE_ROW, CleanedTransactions, CleaningFunnel, CleaningOptions, RuleOutcome
 from tasks.errors import InputError
 from tasks.ingest import InputFingerprint
 
@@ -36,28 +36,6 @@ FILE_ROW = "file_row"
 _GOLDEN_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 Frame = pl.DataFrame | pl.LazyFrame
-
-
-@dataclass(frozen=True)
-class CleaningFunnel:
-    """The cleaning funnel of some lines: rows and customers in, what each rule removed, what is left."""
-
-    raw_rows: int
-    raw_customers: int
-    outcomes: tuple[RuleOutcome, ...]
-    clean_rows: int
-    clean_customers: int
-
-    def quality(self) -> dict:
-        """The funnel as quality.json has it, like CleanedTransactions.quality()."""
-        return {
-            "raw_rows": self.raw_rows,
-            "clean_rows": self.clean_rows,
-            "quarantined_rows": sum(outcome.removed_rows for outcome in self.outcomes),
-            "raw_customers": self.raw_customers,
-            "clean_customers": self.clean_customers,
-            "rules": [vars(outcome) for outcome in self.outcomes],
-        }
 
 
 @dataclass(frozen=True)
@@ -124,12 +102,6 @@ def numbered_guests(guests: Frame, offsets: Sequence[int]) -> Frame:
     """Guest lines quarantined per file, numbered by global source row, in the quarantine's column order."""
     raw_columns = [name for name in guests.collect_schema().names() if name not in (FILE_INDEX, FILE_ROW, RULE)]
     return guests.select(source_row(offsets), *raw_columns, RULE)
-
-
-def funnel_of(cleaned: CleanedTransactions) -> CleaningFunnel:
-    """The funnel of one cleaned partition, without its lines."""
-    return CleaningFunnel(cleaned.raw_rows, cleaned.raw_customers, cleaned.outcomes, cleaned.lines.height,
-                          cleaned.lines["CustomerID"].n_unique())
 
 
 def merged_funnel(source: str, file_rows: Sequence[int], guest_rows: int,

@@ -142,7 +142,7 @@ def seed_like_uk(real_data) -> CleanedTransactions:
 
 @pytest.mark.slow
 def test_seed_like_cleaning_of_the_uk_loses_one_customer_who_only_got_free_items(seed_like_uk):
-    assert {outcome.rule: (outcome.removed_rows, outcome.customers_after) for outcome in seed_like_uk.outcomes} == {
+    assert {outcome.rule: (outcome.removed_rows, outcome.customers_after) for outcome in seed_like_uk.funnel.outcomes} == {
         "missing_customer_id": (135_080, 4_372),
         "missing_field": (0, 4_372),
         "exact_duplicate": (5_225, 4_372),

@@ -29,7 +29,7 @@ def clean_in_partitions(files: list[pl.DataFrame], partitions: int) -> partition
                for lines in partition.by_partition(customer_lines, partitions).values()]
     guests = partition.numbered_guests(pl.concat([guests for _, guests in screened]), offsets)
     funnel = partition.merged_funnel("test", [file.height for file in files], guests.height,
-                                     [partition.funnel_of(part) for part in cleaned])
+                                     [part.funnel for part in cleaned])
     return partition.MergedCleaning(funnel, pl.concat([guests, *(part.quarantine for part in cleaned)]).sort(SOURCE_ROW))
 
 
