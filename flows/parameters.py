@@ -146,6 +146,11 @@ class SegmentationParameters(RunParameters):
     stability_resamples: int = Field(
         default=10, ge=1, le=200, description="Bootstrap resamples behind the stability metric.",
     )
+    streaming: bool = Field(
+        default=False,
+        description=("Stream the lines through ingest, clean and features in batches via Parquet files in a temporary "
+                     "folder, for inputs larger than memory (SEGMENTS_MAX_EAGER_BYTES). Stage results are not reused."),
+    )
     demo_lines: int = Field(
         default=200_000, ge=1_000, le=100_000_000, description="Size of the synthetic demo data when no input is given.",
     )
@@ -182,6 +187,9 @@ class PartitionedParameters(SegmentationParameters):
     )
     dask_workers: int = Field(
         default=2, ge=1, le=512, description="Worker processes of the local Dask cluster (when no dask_address).",
+    )
+    streaming: Literal[False] = Field(
+        default=False, description="Not used: a partitioned run holds one file or one customer partition per task.",
     )
     work_dir: str | None = Field(
         default=None, description="Folder for the partition files that every Dask worker can read and write. "

@@ -8,6 +8,7 @@ arguments and code are unchanged, so a run that failed late resumes where it sto
 import glob
 import hashlib
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,27 +114,36 @@ def local_file_states(source: str | DemoData) -> list[tuple[str, int, int]]:
 
 
 @task(name="ingest", cache_policy=CacheKeyFnPolicy(cache_key_fn=ingest_cache_key), **PERSISTED)
-def load_transactions(source: str | DemoData, column_mapping: dict[str, str]) -> ingest.IngestedTransactions:
-    """Read the export, or generate the synthetic demo data."""
+def load_transactions(source: str | DemoData, column_mapping: dict[str, str],
+                      work_folder: Path | None = None) -> ingest.IngestedTransactions:
+    """Read the export, or generate the synthetic demo data; with a work folder, stage the export there."""
     started = time.perf_counter()
     if isinstance(source, DemoData):
         loaded = ingest.from_generated(generate_transactions(source.lines, seed=source.seed), source.seed)
+    elif work_folder is not None:
+        loaded = ingest.stage_transactions(source, work_folder / "raw", column_mapping)
     else:
         loaded = ingest.load_transactions(source, column_mapping)
-    log_stage("ingest", started, rows=loaded.transactions.height,
-              source=publish.without_query(loaded.fingerprint.source))
+    log_stage("ingest", started, rows=loaded.rows, source=publish.without_query(loaded.fingerprint.source))
     return loaded
 
 
 @task(name="clean", cache_policy=REUSABLE, **PERSISTED)
 def clean_transactions(
-    raw: pl.DataFrame, non_product_codes: list[str], countries: list[str],
+    raw: pl.DataFrame | pl.LazyFrame, non_product_codes: list[str], countries: list[str],
+    work_folder: Path | None = None,
 ) -> clean.CleanedTransactions:
-    """Apply the cleaning rules; every removed row lands in the quarantine with its rule."""
+    """Apply the cleaning rules; every removed row lands in the quarantine with its rule.
+
+    With a work folder, the lines are cleaned in batches and the results written there.
+    """
     started = time.perf_counter()
     options = clean.CleaningOptions(non_product_codes=tuple(non_product_codes), countries=tuple(countries))
     with contract_failures_published("clean"):
-        cleaned = clean.clean_transactions(raw, options)
+        if work_folder is None:
+            cleaned = clean.clean_transactions(raw, options)
+        else:
+            cleaned = clean.clean_in_batches(raw.lazy(), work_folder / "clean", options)
     log_stage("clean", started, raw_rows=cleaned.funnel.raw_rows,
               clean_rows=cleaned.funnel.clean_rows, quarantined_rows=cleaned.funnel.quarantined_rows)
     return cleaned
@@ -217,12 +227,14 @@ def customer_segmentation(params: SegmentationParameters = SegmentationParameter
     run_id = params.run_id or new_run_id()
     options = stage_options(params)
     source = params.input if params.input is not None else DemoData(params.demo_lines, params.seed)
-    loaded = load_transactions.with_options(**options)(source, params.column_mapping)
-    cleaned = clean_transactions.with_options(**options)(
-        loaded.transactions, params.non_product_codes, params.countries)
-    customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)
-    segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
-    files, manifest = render_report.with_options(**options)(run_id, params, loaded, cleaned, customer_features, segmentation)
+    with streaming_work_folder(params.streaming) as work_folder:
+        loaded = load_transactions.with_options(**options)(source, params.column_mapping, work_folder)
+        cleaned = clean_transactions.with_options(**options)(
+            loaded.transactions, params.non_product_codes, params.countries, work_folder)
+        customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)
+        segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
+        files, manifest = render_report.with_options(**options)(
+            run_id, params, loaded, cleaned, customer_features, segmentation)
     published = publish_run.with_options(**options)(
         run_id, params.target, files, manifest, s3=params.s3_settings(),
         report_link_expiry_seconds=params.report_link_expiry_seconds,
@@ -257,10 +269,23 @@ def finish_run(
 
 def stage_options(params: RunParameters) -> dict:
     """Task options the parameters set: retries of transient failures, and recomputing instead of reusing results."""
-    return {"retries": params.retries, "retry_delay_seconds": params.retry_delay_seconds,
-            "retry_condition_fn": is_transient_failure,
-            # None rather than False, which would override PREFECT_TASKS_REFRESH_CACHE=true.
-            "refresh_cache": params.refresh_cache or None}
+    options = {"retries": params.retries, "retry_delay_seconds": params.retry_delay_seconds,
+               "retry_condition_fn": is_transient_failure,
+               # None rather than False, which would override PREFECT_TASKS_REFRESH_CACHE=true.
+               "refresh_cache": params.refresh_cache or None}
+    if getattr(params, "streaming", False):
+        options["cache_policy"] = NO_CACHE  # a streamed stage's result points into a work folder removed after the run
+    return options
+
+
+@contextmanager
+def streaming_work_folder(streaming: bool) -> Iterator[Path | None]:
+    """A temporary folder (under TMPDIR) for a streamed run's Parquet files, removed when the run is done; else None."""
+    if not streaming:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="segments-streaming-") as folder:
+        yield Path(folder)
 
 
 def clustering_options(params: SegmentationParameters) -> cluster.ClusteringOptions:

@@ -75,9 +75,10 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "_", name.lower()).strip("_") or "segment"
 
 
-def parquet_bytes(frame: pl.DataFrame) -> bytes:
+def parquet_bytes(frame: pl.DataFrame | pl.LazyFrame) -> bytes:
+    """The frame as a Parquet file; a lazy frame (a streamed quarantine, say) is streamed into it."""
     buffer = io.BytesIO()
-    frame.write_parquet(buffer)
+    frame.lazy().sink_parquet(buffer)
     return buffer.getvalue()
 
 

@@ -400,6 +400,7 @@ def profile_segments(segmented: pl.DataFrame, readings: dict[int, ProfileReading
             *(pl.col(column).mean().cast(pl.Float64).alias(f"mean_{column}") for column in PROFILED_FEATURES),
             *((pl.col("risk") == level).mean().alias(f"risk_{level.lower()}") for level in RISK_LEVELS),
         )
+        .sort(pl.col("segment") == OUTLIER, "segment")  # before the shares: group_by's order would vary their sums
         .with_columns(
             (pl.col("customers") / pl.col("customers").sum()).alias("customer_share"),
             (pl.col("revenue") / pl.col("revenue").sum()).alias("revenue_share"),
@@ -408,7 +409,6 @@ def profile_segments(segmented: pl.DataFrame, readings: dict[int, ProfileReading
             pl.col("segment").replace_strict({k: r.action for k, r in readings.items()}, return_dtype=pl.String)
             .alias("action"),
         )
-        .sort(pl.col("segment") == OUTLIER, "segment")
         .select(*leading, pl.exclude(leading))
     )
 

@@ -35,6 +35,10 @@ from tasks.contracts import enforce
 DEFAULT_CLUSTERING_FEATURES = ("Recency", "FrequencyPurchase", "Amount", "AvgOrderValue", "NumUniqueItems")
 
 Frame = pl.DataFrame | pl.LazyFrame
+# Money is summed as exact decimals (prices rounded to 1e-12): float sums depend on the order Polars
+# adds in, which varies with threads and batches, and a last-bit difference can move a customer
+# across a risk band's cut. Same lines, same bits.
+MONEY = pl.Decimal(38, 12)
 
 
 def build_features(lines: Frame, returns: Frame, snapshot_date: date | None = None) -> pl.DataFrame:
@@ -57,8 +61,8 @@ def build_features(lines: Frame, returns: Frame, snapshot_date: date | None = No
 
 
 def line_value() -> pl.Expr:
-    """LineValue: Quantity x UnitPrice of one line."""
-    return (pl.col("Quantity") * pl.col("UnitPrice")).alias("LineValue")
+    """LineValue: Quantity x UnitPrice of one line, as MONEY."""
+    return (pl.col("Quantity") * pl.col("UnitPrice").cast(MONEY)).alias("LineValue")
 
 
 def purchase_history(purchases: pl.LazyFrame) -> pl.LazyFrame:
@@ -102,9 +106,9 @@ def product_totals(products: pl.LazyFrame) -> pl.LazyFrame:
     """Per customer: NumUniqueItems, GrossRevenue, ReturnedValue and Amount, the net revenue product by product."""
     return products.group_by("CustomerID").agg(
         pl.len().cast(pl.Int64).alias("NumUniqueItems"),
-        pl.col("BoughtValue").sum().alias("GrossRevenue"),
-        pl.col("ReturnedValue").sum(),
-        (pl.col("BoughtValue") - pl.col("ReturnedValue")).sum().alias("Amount"),
+        pl.col("BoughtValue").sum().cast(pl.Float64).alias("GrossRevenue"),
+        pl.col("ReturnedValue").sum().cast(pl.Float64),
+        (pl.col("BoughtValue") - pl.col("ReturnedValue")).sum().cast(pl.Float64).alias("Amount"),
     )
 
 

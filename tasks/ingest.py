@@ -66,6 +66,8 @@ DATE_FORMATS = (
 SEPARATORS = (",", ";", "\t")
 
 MAX_EAGER_BYTES_VARIABLE = "SEGMENTS_MAX_EAGER_BYTES"
+DEFAULT_BATCH_ROWS = 1_000_000  # of a streamed input: about 100 MB in memory
+_NO_ROWS = "Input {source}: there is a header but no rows; check that the export ran to the end."
 # The stages after ingest hold several copies of the lines (about 8 times the raw frame at peak on the UCI
 # data), so 2 GiB of input, about 20 million invoice lines of CSV, leaves room on a 24 GB machine.
 DEFAULT_MAX_EAGER_BYTES = 2 * 2**30
@@ -111,9 +113,13 @@ class InputFingerprint:
 
 @dataclass(frozen=True)
 class IngestedTransactions:
-    transactions: pl.DataFrame  # RawTransactions
+    transactions: pl.DataFrame | pl.LazyFrame  # RawTransactions; lazy when staged on disk
     fingerprint: InputFingerprint
     planted_archetypes: pl.DataFrame | None = None  # CustomerID, archetype: known truth of synthetic data
+
+    @property
+    def rows(self) -> int:
+        return self.transactions.lazy().select(pl.len()).collect().item()
 
 
 class Table(NamedTuple):
@@ -137,8 +143,9 @@ class MemoryBudget:
             earlier = f" on top of {_in_units(self.used)} from the files before it" if self.used else ""
             raise InputError(
                 f"Input {source}: {measure} is {_in_units(size)}{earlier}, over the {_in_units(self.limit)} limit "
-                f"for the in-memory stages ({MAX_EAGER_BYTES_VARIABLE}). Split the input, e.g. into one file per "
-                f"month, or raise {MAX_EAGER_BYTES_VARIABLE} on a machine with about 8 times as much memory."
+                f"for the in-memory stages ({MAX_EAGER_BYTES_VARIABLE}). Stream it through the stages (--streaming), "
+                f"split it into monthly files for the partitioned flow, or raise {MAX_EAGER_BYTES_VARIABLE} on a "
+                "machine with about 8 times as much memory."
             )
         self.used += size
 
@@ -171,7 +178,7 @@ def from_generated(generated: GeneratedData, seed: int) -> IngestedTransactions:
 def describe(loaded: IngestedTransactions) -> str:
     """One line naming the input, its size in rows and its hash."""
     fingerprint = loaded.fingerprint
-    return f"{fingerprint.source} ({loaded.transactions.height:,} rows, sha256 {fingerprint.sha256[:12]}…)"
+    return f"{fingerprint.source} ({loaded.rows:,} rows, sha256 {fingerprint.sha256[:12]}…)"
 
 
 def load_transactions(
@@ -188,25 +195,67 @@ def load_transactions(
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
     if transactions.height == 0:
-        raise InputError(f"Input {text}: there is a header but no rows; check that the export ran to the end.")
+        raise InputError(_NO_ROWS.format(source=text))
     return IngestedTransactions(enforce(RawTransactions, transactions, f"Input {text}"), input_fingerprint)
+
+
+def stage_transactions(
+    source: str | Path, folder: Path, column_mapping: Mapping[str, str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> IngestedTransactions:
+    """load_transactions for input larger than memory: the lines are written to Parquet files in `folder`.
+
+    Each table is read `batch_rows` rows at a time, converted and checked as load_transactions does
+    (errors count rows from the table's start), and the result is a lazy scan of the files. A text
+    date column's format is the one that fits the first batch; a later batch it does not fit gets an
+    error naming its rows.
+    """
+    text = str(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = 0
+    with fetched(text, tuple(_SCANNERS)) as files:
+        for file in files:
+            for label, first_row, batch in read_file_batches(file, column_mapping or {}, MemoryBudget(sys.maxsize),
+                                                              batch_rows):
+                where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
+                enforce(RawTransactions, batch, where).write_parquet(folder / f"{batches:06d}.parquet")
+                batches += 1
+        input_fingerprint = fingerprint(text, files)
+    transactions = pl.scan_parquet(folder / "*.parquet")
+    if transactions.select(pl.len()).collect().item() == 0:
+        raise InputError(_NO_ROWS.format(source=text))
+    return IngestedTransactions(transactions, input_fingerprint)
 
 
 def read_file(file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget) -> list[pl.DataFrame]:
     """Every table in `file` (a workbook has one per sheet) with canonical names and types."""
+    return [table for _, _, table in read_file_batches(file, column_mapping, budget, batch_rows=None)]
+
+
+def read_file_batches(
+    file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget, batch_rows: int | None,
+) -> Iterator[tuple[str, int, pl.DataFrame]]:
+    """The file's tables with canonical names and types, `batch_rows` rows at a time (None: whole tables).
+
+    Yields each batch with its table's label and the row (from 0) of the table it starts at.
+    """
     if file.path.stat().st_size == 0:
         raise InputError(f"Input {file.name}: the file is empty (0 bytes); check that the export ran to the end.")
     suffix = _format_suffix(file)
     with tempfile.TemporaryDirectory(prefix="segments-ingest-") as scratch:
         try:
-            # Renamed and selected before collecting, so Parquet and CSV read only the canonical columns.
-            tables = [
-                (table.label, rename_to_canonical(table, column_mapping).collect())
-                for table in _SCANNERS[suffix](file, Path(scratch), budget)
-            ]
+            for table in _SCANNERS[suffix](file, Path(scratch), budget):
+                # Renamed and selected before collecting, so Parquet and CSV read only the canonical columns.
+                canonical = rename_to_canonical(table, column_mapping)
+                batches = [canonical.collect()] if batch_rows is None else canonical.collect_batches(chunk_size=batch_rows)
+                first_row, date_format = 0, None
+                for batch in batches:
+                    yield table.label, first_row, canonicalize_types(
+                        batch, table.label, date_format, None if batch_rows is None else first_row)
+                    date_format = date_format or best_date_format(batch["InvoiceDate"])  # the first batch's, for the rest
+                    first_row += batch.height
         except _UNREADABLE as error:
             raise _unreadable(file, suffix, _printable(_first_line(error))) from None
-    return [canonicalize_types(frame, label) for label, frame in tables]
 
 
 def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError:
@@ -556,15 +605,21 @@ def _listing(names: Sequence[str]) -> str:
     return listed + (f" and {len(names) - _LISTED_NAMES:,} more" if len(names) > _LISTED_NAMES else "")
 
 
-def canonicalize_types(table: pl.DataFrame, source: str) -> pl.DataFrame:
-    """Cast every column to its canonical type, naming the rows whose values cannot be converted."""
+def canonicalize_types(
+    table: pl.DataFrame, source: str, date_format: str | None = None, first_row: int | None = None,
+) -> pl.DataFrame:
+    """Cast every column to its canonical type, naming the rows whose values cannot be converted.
+
+    Text dates are read in `date_format` (one the column's first rows have), by default the column's best_date_format. When the
+    table is a batch of a larger one, `first_row` is the larger table's row it starts at (from 0).
+    """
     misfits = [
         f"column {column} holds {dtype} values, which cannot be read as {_READ_AS[column]}"
         for column, dtype in table.schema.items() if not _type_fits(column, dtype)
     ]
     if misfits:
         raise InputError(f"Input {source}: {'; '.join(misfits)}. Export those columns as plain values or as text.")
-    dates, dates_read_as = _as_datetime(table["InvoiceDate"])
+    dates, dates_read_as = _as_datetime(table["InvoiceDate"], date_format)
     converted = {
         **{column: _as_text(table[column]) for column in TEXT_COLUMNS},
         "Quantity": _as_integer(table["Quantity"]), "UnitPrice": table["UnitPrice"].cast(pl.Float64, strict=False),
@@ -572,7 +627,7 @@ def canonicalize_types(table: pl.DataFrame, source: str) -> pl.DataFrame:
     }
     read_as = {**_READ_AS, "InvoiceDate": dates_read_as}
     for column in (*NUMBER_COLUMNS, "InvoiceDate"):  # text always converts, its types being checked above
-        _check_nothing_lost(table[column], converted[column], source, read_as[column])
+        _check_nothing_lost(table[column], converted[column], source, read_as[column], first_row)
     return pl.DataFrame({column: converted[column] for column in CANONICAL_COLUMNS})
 
 
@@ -620,26 +675,36 @@ def _exact_whole_number(numbers: pl.Series) -> pl.Series:
     return numbers.set(~exact.fill_null(False), None).cast(pl.Int64)
 
 
-def _as_datetime(values: pl.Series) -> tuple[pl.Series, str]:
-    """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors.
+def best_date_format(values: pl.Series) -> str | None:
+    """The first of DATE_FORMATS that fits every value or, if none does, the one that fits most; None for dates.
 
-    The format is the first of DATE_FORMATS that fits every value or, if none does, the one that fits
-    most, so the error raised by `_check_nothing_lost` lists the truly odd values rather than every row.
+    Picking the best rather than giving up means the error raised by `_check_nothing_lost` lists the
+    truly odd values rather than every row.
     """
     if values.dtype in (pl.Datetime, pl.Date):
-        return values.cast(pl.Datetime("us")), _READ_AS[values.name]
-    parsed = {}
+        return None
+    fitting = {}
     for date_format in DATE_FORMATS:
-        parsed[date_format] = _parsed_dates(values, date_format)
-        if parsed[date_format].count() == values.count():
+        fitting[date_format] = _parsed_dates(values, date_format).count()
+        if fitting[date_format] == values.count():
             break
-    best_format = max(parsed, key=lambda date_format: parsed[date_format].count())
-    fitting = parsed[best_format].count()
-    read_as = (
-        f"a date in the format {best_format} that the column's other {fitting:,} value(s) have (one format per column)"
-        if fitting else f"a date in one of the formats {', '.join(DATE_FORMATS)}"
-    )
-    return parsed[best_format], read_as
+    return max(fitting, key=fitting.__getitem__)
+
+
+def _as_datetime(values: pl.Series, date_format: str | None) -> tuple[pl.Series, str]:
+    """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors."""
+    if values.dtype in (pl.Datetime, pl.Date):
+        return values.cast(pl.Datetime("us")), _READ_AS[values.name]
+    chosen = date_format or best_date_format(values)
+    parsed = _parsed_dates(values, chosen)
+    fitting = parsed.count()
+    if date_format:
+        read_as = f"a date in the format {chosen} that the column's first rows have (one format per column)"
+    elif fitting:
+        read_as = f"a date in the format {chosen} that the column's other {fitting:,} value(s) have (one format per column)"
+    else:
+        read_as = f"a date in one of the formats {', '.join(DATE_FORMATS)}"
+    return parsed, read_as
 
 
 def _parsed_dates(text: pl.Series, date_format: str) -> pl.Series:
@@ -647,15 +712,20 @@ def _parsed_dates(text: pl.Series, date_format: str) -> pl.Series:
     return text.cast(pl.String).str.strip_chars().str.to_datetime(date_format, strict=False, time_unit="us")
 
 
-def _check_nothing_lost(original: pl.Series, converted: pl.Series, source: str, read_as: str) -> None:
-    """An InputError naming the values (and rows, counted from 1) that converting turned into null, if any."""
+def _check_nothing_lost(original: pl.Series, converted: pl.Series, source: str, read_as: str,
+                        first_row: int | None) -> None:
+    """An InputError naming the values (and rows, counted from 1) that converting turned into null, if any.
+
+    With `first_row`, the series are a batch starting at that row (from 0) of the table.
+    """
     lost = original.is_not_null() & converted.is_null()
     if lost.any():
-        rows = lost.arg_true()
-        examples = ", ".join(f"{_quoted(original[row])} (row {row + 1})" for row in rows[:_EXAMPLES])
+        rows = lost.arg_true() + (first_row or 0)
+        examples = ", ".join(f"{_quoted(original[row - (first_row or 0)])} (row {row + 1:,})" for row in rows[:_EXAMPLES])
+        within = "" if first_row is None else f" in rows {first_row + 1:,} to {first_row + len(original):,}"
         raise InputError(
-            f"Input {source}: column {original.name} has {len(rows):,} value(s) that cannot be read as {read_as}, "
-            f"e.g. {examples}. Correct or remove those rows, or map another column onto {original.name}."
+            f"Input {source}: column {original.name} has {len(rows):,} value(s){within} that cannot be read as "
+            f"{read_as}, e.g. {examples}. Correct or remove those rows, or map another column onto {original.name}."
         )
 
 
