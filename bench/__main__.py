@@ -1,8 +1,9 @@
 """`python -m bench [--full]`: time the project against DuckDB and pandas, clustering at scale and the whole flow.
 
 --quick (the default) measures the real data and 5M generated lines, clustering of 50k customers
-(with the exact fit for comparison) and the whole flow on the real data. --full adds 50M lines,
-clustering of 200k (with the exact fit) and 1M customers, and the whole flow on 5M and 50M lines.
+(with the exact fit for comparison), the whole flow on the real data, and on 5M lines streamed and
+partitioned on Dask (monthly files). --full adds 50M lines, clustering of 200k (with the exact fit)
+and 1M customers, and the whole flow on 50M lines streamed and partitioned.
 Generated inputs are written once to BENCH_DATA_DIR (default ~/.cache/retail-segments-bench),
 outside the repository; results go to bench/results/latest.json and latest.md.
 """
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.inputs import DEFAULT_CACHE, REPOSITORY, generated_inputs, real_input
+from bench.inputs import DEFAULT_CACHE, REPOSITORY, generated_inputs, monthly_files, real_input
 from bench.run import Plan, run_benchmark
 
 QUICK_LINES, FULL_LINES = (5_000_000,), (5_000_000, 50_000_000)
@@ -42,7 +43,8 @@ def build_plan(arguments: argparse.Namespace) -> Plan:
         customer_counts=(50_000, 200_000, 1_000_000) if arguments.full else (50_000,),
         exact_counts=(50_000, 200_000) if arguments.full else (50_000,),
         flow_input=real,
-        large_flow_inputs=tuple(pair[0] for pair in generated.values()) if arguments.full else (),
+        large_flow_inputs=tuple(pair[0] for pair in generated.values()),
+        partitioned_input=monthly_files(largest_parquet),
         memory_cap_mb=arguments.memory_cap_gb * 1024,
     )
 

@@ -1,4 +1,5 @@
-"""ingest -> clean -> features three ways: the project's own stages, DuckDB SQL and notebook-style pandas.
+"""ingest -> clean -> features three ways: the project's own stages (in memory or streamed), DuckDB SQL and
+notebook-style pandas.
 
 Each engine reads one Parquet or CSV export and returns the customer features table. The DuckDB
 engine applies tasks/clean.py's rules in their order, each row attributed to the first rule
@@ -6,14 +7,17 @@ that catches it, and then computes the features with the SQL of the features ora
 (tests/test_features_oracle.py), so the project is compared with the same work done well in SQL.
 """
 
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
 import duckdb
 import polars as pl
 
 from bench.measure import Outcome
 from schemas.clean_transactions import EARLIEST_PLAUSIBLE_DATE
-from tasks.clean import DEFAULT_NON_PRODUCT_CODES, clean_transactions
+from tasks.clean import DEFAULT_NON_PRODUCT_CODES, CleanedTransactions, clean_in_batches, clean_transactions
 from tasks.features import build_features
-from tasks.ingest import load_transactions
+from tasks.ingest import load_transactions, stage_transactions
 from tests.test_features_oracle import FEATURES_SQL
 
 # The project's memory target for 50M lines; beyond it DuckDB spills to disk instead of taking its
@@ -23,9 +27,20 @@ DUCKDB_MEMORY_LIMIT = "6GB"
 
 def run_project(path: str) -> Outcome:
     """The project's ingest, clean and features functions, as the flow calls them."""
-    cleaned = clean_transactions(load_transactions(path).transactions)
+    return project_outcome(clean_transactions(load_transactions(path).transactions))
+
+
+def run_project_streaming(path: str) -> Outcome:
+    """The same stages as `segments run --streaming true` calls them: batches through Parquet files."""
+    with TemporaryDirectory(prefix="bench-streaming-") as folder:
+        staged = stage_transactions(path, Path(folder) / "raw")
+        return project_outcome(clean_in_batches(staged.transactions, Path(folder) / "clean"))
+
+
+def project_outcome(cleaned: CleanedTransactions) -> Outcome:
+    """The features of the cleaned lines, and the counts every engine reports."""
     features = build_features(cleaned.lines, cleaned.returns)
-    return Outcome({"customers": features.height, "clean_rows": cleaned.lines.height}, features)
+    return Outcome({"customers": features.height, "clean_rows": cleaned.funnel.clean_rows}, features)
 
 
 def duckdb_reader(path: str) -> str:

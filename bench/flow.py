@@ -7,6 +7,7 @@ Prefect's per-task overhead (the rest of the flow run: creating task runs, state
 shutdown (stopping the temporary server, exit).
 """
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ class FlowTiming:
     stages: dict[str, float]
     task_overhead_seconds: float  # flow run time outside the stages
     shutdown_seconds: float       # flow run finished to process exit
+    worker_peak_rss_mb: float | None  # the highest of the Dask workers' peaks, for a partitioned run
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,15 @@ def _seconds_after(launched: datetime, time_of_day: str) -> float:
     return (moment - launched).total_seconds()
 
 
-def time_flow(input_path: Path, env: dict[str, str], memory_cap_mb: float) -> FlowTiming:
-    """Run `segments run` on the input, publishing to a temporary folder, and split its wall time."""
+def time_flow(input_path: Path, env: dict[str, str], memory_cap_mb: float,
+              command: Sequence[str] = ("run",)) -> FlowTiming:
+    """Run `segments <command> --input <input_path>`, publishing to a temporary folder, and split its wall time."""
     with TemporaryDirectory(prefix="bench-flow-") as target:
         launched = datetime.now()
-        run = run_process([str(BIN / "segments"), "run", "--input", str(input_path), "--target", target],
+        run = run_process([str(BIN / "segments"), *command, "--input", str(input_path), "--target", target],
                           memory_cap_mb, env)
+        manifests = list(Path(target).glob("runs/*/manifest.json"))
+        metrics = json.loads(manifests[0].read_text())["metrics"] if manifests else {}
     if run.killed_over_mb is not None:
         raise MemoryError(f"killed: RSS over {run.killed_over_mb:,.0f} MB (peak {run.peak_rss_mb:,.0f} MB)")
     if run.returncode != 0:
@@ -105,6 +110,7 @@ def time_flow(input_path: Path, env: dict[str, str], memory_cap_mb: float) -> Fl
         stages=events.stages,
         task_overhead_seconds=events.flow_finished - events.flow_began - sum(events.stages.values()),
         shutdown_seconds=run.wall_seconds - events.flow_finished,
+        worker_peak_rss_mb=metrics.get("dask_worker_peak_rss_mib"),
     )
 
 

@@ -49,3 +49,18 @@ def generated_inputs(n_lines: int, cache: Path = DEFAULT_CACHE) -> list[BenchInp
     lines = pl.scan_parquet(parquet).select(pl.len()).collect().item()
     label = f"{n_lines / 1e6:g}M generated"
     return [BenchInput(f"{label} parquet", parquet, lines), BenchInput(f"{label} csv", csv, lines)]
+
+
+def monthly_files(parquet: BenchInput) -> BenchInput:
+    """The generated lines split into one Parquet file per invoice month, beside the file, for the partitioned flow."""
+    folder = parquet.path.parent / "monthly"
+    if not folder.is_dir():
+        partial = folder.with_name("monthly.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        lines = pl.scan_parquet(parquet.path)
+        months = lines.select(pl.col("InvoiceDate").dt.strftime("%Y-%m").unique().sort()).collect().to_series()
+        for month in months:
+            lines.filter(pl.col("InvoiceDate").dt.strftime("%Y-%m") == month).sink_parquet(partial / f"{month}.parquet")
+        partial.rename(folder)
+    return BenchInput(parquet.name.replace("parquet", "monthly files"), folder, parquet.lines)

@@ -22,10 +22,13 @@ from bench.measure import WorkRun, run_work
 from bench.report import markdown_report
 from tasks.cluster import FIT_SAMPLE
 
-ENGINES = ("project", "duckdb", "pandas")
+ENGINES = ("project", "project-streaming", "duckdb", "pandas")
+PROJECT_ENGINES = ENGINES[:2]
 AGREEMENT_COLUMNS = ("Recency", "FrequencyPurchase", "NumUniqueItems", "Amount", "AvgOrderValue")
 AGREEMENT_TOLERANCE = 1e-6  # relative, and absolute in pounds: a product returned in full nets to 0 or to ~1e-10
 LARGE_LINES = 20_000_000  # inputs this large run once per engine: each run takes minutes
+STREAMING_RUN = ("run", "--streaming", "true")
+PARTITIONED_RUN = ("run-partitioned", "--dask-workers", "2")
 VERSIONED_PACKAGES = ("polars", "duckdb", "pandas", "scikit-learn", "prefect", "numpy")
 
 
@@ -39,7 +42,8 @@ class Plan:
     customer_counts: tuple[int, ...] = ()
     exact_counts: tuple[int, ...] = ()   # also clustered on every customer, to measure the sample's cost
     flow_input: BenchInput | None = None  # whole flow, with a temporary and with a running Prefect server
-    large_flow_inputs: tuple[BenchInput, ...] = ()  # whole flow once each, against the running server
+    large_flow_inputs: tuple[BenchInput, ...] = ()  # whole flow once each, streamed, against the running server
+    partitioned_input: BenchInput | None = None  # a folder of monthly files: the partitioned flow, once
     memory_cap_mb: float = 12_000
     engines: tuple[str, ...] = field(default_factory=lambda: tuple(
         engine for engine in ENGINES if engine != "pandas" or importlib.util.find_spec("pandas")))
@@ -112,7 +116,10 @@ def pipeline_row(bench_input: BenchInput, engine: str, runs: list[WorkRun], scra
     """Median wall and CPU time, peak RSS, lines/s and agreement with the project of one engine on one input."""
     timed = [run for run in runs if run.failure is None]
     wall = statistics.median(run.wall_seconds for run in timed) if timed else None
-    reference, ours = (features_path(scratch, bench_input, name) for name in ("project", engine))
+    # The in-memory project refuses inputs beyond its memory limit; the streamed one is then the reference.
+    reference = next((path for path in (features_path(scratch, bench_input, name) for name in PROJECT_ENGINES)
+                      if path.is_file()), features_path(scratch, bench_input, "project"))
+    ours = features_path(scratch, bench_input, engine)
     return {
         "input": bench_input.name, "lines": bench_input.lines, "engine": engine, "runs": len(timed),
         "wall_seconds": wall, "cpu_seconds": statistics.median(run.cpu_seconds for run in timed) if timed else None,
@@ -190,17 +197,23 @@ def bench_flow(plan: Plan, scratch: Path) -> list[dict]:
         env = flow_environment(home, api_url)
         rows.append({**flow_row(plan.flow_input, "running server", env, plan, warm_up=True),
                      "server_ready_seconds": server_seconds})
-        rows += [flow_row(large, "running server", env, replace(plan, repeats=1)) for large in plan.large_flow_inputs]
+        once = replace(plan, repeats=1)
+        rows += [flow_row(large, "running server, streaming", env, once, command=STREAMING_RUN)
+                 for large in plan.large_flow_inputs]
+        if plan.partitioned_input is not None:
+            rows.append(flow_row(plan.partitioned_input, "running server, partitioned on Dask", env, once,
+                                 command=PARTITIONED_RUN))
     return rows
 
 
-def flow_row(bench_input: BenchInput, mode: str, env: dict[str, str], plan: Plan, warm_up: bool = False) -> dict:
+def flow_row(bench_input: BenchInput, mode: str, env: dict[str, str], plan: Plan, warm_up: bool = False,
+             command: tuple[str, ...] = ("run",)) -> dict:
     """Median split of `plan.repeats` whole-flow runs, or why the run failed."""
     row = {"input": bench_input.name, "lines": bench_input.lines, "mode": mode}
     try:
         if warm_up:
-            time_flow(bench_input.path, env, plan.memory_cap_mb)
-        timings = [time_flow(bench_input.path, env, plan.memory_cap_mb) for _ in range(plan.repeats)]
+            time_flow(bench_input.path, env, plan.memory_cap_mb, command)
+        timings = [time_flow(bench_input.path, env, plan.memory_cap_mb, command) for _ in range(plan.repeats)]
     except (MemoryError, RuntimeError, ValueError) as error:
         return {**row, "runs": 0, "failure": str(error).splitlines()[0]}
     return {**row, "runs": len(timings), "failure": None, **median_timing(timings)}
@@ -208,7 +221,7 @@ def flow_row(bench_input: BenchInput, mode: str, env: dict[str, str], plan: Plan
 
 def median_timing(timings: list[FlowTiming]) -> dict:
     """Each part of the split as its median over the runs (so the parts need not add up exactly)."""
-    parts = {key: statistics.median(getattr(timing, key) for timing in timings)
+    parts = {key: statistics.median(getattr(timing, key) for timing in timings) if value is not None else None
              for key, value in asdict(timings[0]).items() if key != "stages"}
     stages = {stage: statistics.median(timing.stages.get(stage, 0.0) for timing in timings) for stage in timings[0].stages}
     return {**parts, "stages": stages, "stages_seconds": sum(stages.values())}

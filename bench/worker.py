@@ -16,6 +16,7 @@ from bench.measure import Outcome
 
 TASKS: dict[str, Callable[..., Outcome]] = {
     "project": engines.run_project,
+    "project-streaming": engines.run_project_streaming,
     "duckdb": engines.run_duckdb,
     "pandas": engines.run_pandas,
     "cluster": clustering.run_clustering,

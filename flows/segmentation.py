@@ -5,6 +5,7 @@ Ingest, clean, features and cluster persist their results and reuse them in late
 arguments and code are unchanged, so a run that failed late resumes where it stopped.
 """
 
+import dataclasses
 import glob
 import hashlib
 import secrets
@@ -21,7 +22,7 @@ from typing import Any
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
@@ -73,16 +74,34 @@ def stage_code_digest() -> str:
     return digest.hexdigest()
 
 
-def stage_code_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
-    """The stage modules' digest, whatever the task and its arguments."""
-    return stage_code_digest()
+def stage_inputs_key(context: TaskRunContext, arguments: dict[str, Any]) -> str:
+    """The arguments, frames by their contents, with the stage modules' digest and the Polars version."""
+    by_content = {name: _by_content(value) for name, value in sorted(arguments.items())}
+    return hash_objects(by_content, stage_code_digest(), pl.__version__, raise_on_failure=True)
+
+
+def _by_content(value: Any) -> Any:
+    """`value` with every Polars frame in it, dataclass fields included, replaced by a digest of its rows.
+
+    A pickled frame also holds its memory layout: a column filtered free of nulls keeps a validity
+    bitmap that a frame read back from storage lacks, so equal frames would pickle, and hash, apart.
+    """
+    if isinstance(value, pl.DataFrame):
+        return str(value.schema), value.height, hashlib.sha256(value.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value).__qualname__, [_by_content(getattr(value, item.name)) for item in dataclasses.fields(value)]
+    if isinstance(value, (list, tuple)):
+        return [_by_content(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _by_content(item) for key, item in value.items()}
+    return value
 
 
 # A stage's result is reused while its arguments, its task code and the stage modules are unchanged.
 # The arguments are hashed by value, frames included, so a stage whose input data came out the same
 # (from a re-read file, say) is still reused. TASK_SOURCE alone would miss an edit to tasks/clean.py;
 # Prefect's default policy also keys on the flow run id, which would confine reuse to one run's retries.
-REUSABLE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=stage_code_key)
+REUSABLE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=stage_inputs_key)
 # Stored with pickle whatever PREFECT_RESULTS_DEFAULT_SERIALIZER says: the JSON serializer cannot hold a
 # Polars frame, and Prefect then only warns and stores nothing.
 PERSISTED = {"persist_result": True, "result_serializer": "pickle"}

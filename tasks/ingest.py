@@ -143,7 +143,7 @@ class MemoryBudget:
             earlier = f" on top of {_in_units(self.used)} from the files before it" if self.used else ""
             raise InputError(
                 f"Input {source}: {measure} is {_in_units(size)}{earlier}, over the {_in_units(self.limit)} limit "
-                f"for the in-memory stages ({MAX_EAGER_BYTES_VARIABLE}). Stream it through the stages (--streaming), "
+                f"for the in-memory stages ({MAX_EAGER_BYTES_VARIABLE}). Stream it through the stages (--streaming true), "
                 f"split it into monthly files for the partitioned flow, or raise {MAX_EAGER_BYTES_VARIABLE} on a "
                 "machine with about 8 times as much memory."
             )

@@ -17,7 +17,7 @@ import pytest
 
 from tasks.clean import clean_transactions
 from tasks.errors import ConfigurationError, InputError
-from tasks.ingest import load_transactions
+from tasks.ingest import load_transactions, stage_transactions
 from tests.ingest_samples import LINES, as_us_text
 from tests.xlsx_writer import write_xlsx
 
@@ -240,12 +240,14 @@ def test_an_xlsx_expanding_beyond_a_lower_limit_is_refused(tmp_path):
     assert "the uncompressed size of the workbook is" in message and "over the 1,000 bytes limit" in message
 
 
-def test_a_csv_over_the_limit_set_in_the_environment_is_refused(tmp_path, monkeypatch):
+def test_a_csv_over_the_limit_set_in_the_environment_is_refused_and_streams(tmp_path, monkeypatch):
     LINES.write_csv(tmp_path / "lines.csv")
     monkeypatch.setenv("SEGMENTS_MAX_EAGER_BYTES", "100")
     message = refusal(tmp_path / "lines.csv")
     assert "its size as text is" in message and "over the 100 bytes limit for the in-memory stages" in message
-    assert "Split the input" in message
+    assert "Stream it through the stages (--streaming true)" in message
+    staged = stage_transactions(tmp_path / "lines.csv", tmp_path / "staged")  # what that advice runs
+    assert staged.transactions.collect().equals(load_transactions(tmp_path / "lines.csv", max_eager_bytes=10**6).transactions)
 
 
 def test_a_parquet_file_is_measured_by_its_size_in_memory(tmp_path):
