@@ -117,7 +117,8 @@ def time_flow(input_path: Path, env: dict[str, str], memory_cap_mb: float,
 def flow_environment(home: Path, api_url: str | None) -> dict[str, str]:
     """This process's environment with Prefect's state in `home` and the API at api_url (None: temporary server)."""
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    # Every run computes its stages: otherwise the warm-up's persisted results would be reused.
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_TASKS_REFRESH_CACHE="true")
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
