@@ -6,6 +6,7 @@ rule's count is what it removes among the rows the rules before it left. Cancell
 feature stage, which matches them to the purchases they reverse.
 """
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,11 +51,12 @@ class CleaningRule:
 
 
 def _non_product(options: CleaningOptions) -> pl.Expr:
-    codes = [code.upper() for code in options.non_product_codes]
-    exact = [code for code in codes if not code.endswith("*")]
-    prefixes = [code[:-1] for code in codes if code.endswith("*")]
-    stock_code = pl.col("StockCode").str.to_uppercase()
-    return pl.any_horizontal(stock_code.is_in(exact), *(stock_code.str.starts_with(prefix) for prefix in prefixes))
+    # One case-insensitive pattern: a whole code, or a prefix for a code ending in "*".
+    alternatives = [re.escape(code[:-1]) if code.endswith("*") else re.escape(code) + "$"
+                    for code in options.non_product_codes]
+    if not alternatives:
+        return pl.lit(False)
+    return pl.col("StockCode").str.contains(f"(?i)^(?:{'|'.join(alternatives)})")
 
 
 RULES: tuple[CleaningRule, ...] = (
@@ -174,15 +176,20 @@ class RankTally:
 def clean_batch(numbered: pl.DataFrame, repeated: pl.Series,
                 options: CleaningOptions) -> tuple[pl.DataFrame, pl.DataFrame, RankTally]:
     """Clean lines (validated), quarantine and tally of some numbered lines, given every repeated line's source row."""
-    ranked = numbered.with_columns(pl.col(SOURCE_ROW).is_in(repeated.implode()).alias(REPEATS_EARLIER_LINE)).select(
-        *numbered.columns, first_rule_rank(options))
+    # Polars' streaming engine spreads the rules, and the group_by below, over every core; eager, one column
+    # expression runs on one.
+    ranked = (numbered.lazy()
+              .with_columns(pl.col(SOURCE_ROW).is_in(repeated.implode()).alias(REPEATS_EARLIER_LINE))
+              .select(*numbered.columns, first_rule_rank(options))
+              .collect(engine="streaming"))
     is_clean = pl.col(RANK) == len(RULES)
     rule_names = [rule.name for rule in RULES]
     quarantine = ranked.filter(~is_clean).with_columns(
         pl.col(RANK).replace_strict(range(len(RULES)), rule_names, return_dtype=pl.String).alias(RULE)).drop(RANK)
     lines = enforce(CleanTransactions, ranked.filter(is_clean).drop(SOURCE_ROW, RANK), "Cleaning")
     rows_per_rank = dict(ranked[RANK].value_counts().iter_rows())
-    furthest_rank = ranked.drop_nulls("CustomerID").group_by("CustomerID").agg(pl.col(RANK).max())
+    furthest_rank = (ranked.lazy().drop_nulls("CustomerID").group_by("CustomerID").agg(pl.col(RANK).max())
+                     .collect(engine="streaming"))
     return lines, quarantine, RankTally(tuple(rows_per_rank.get(rank, 0) for rank in range(len(RULES) + 1)),
                                         furthest_rank)
 
@@ -204,7 +211,8 @@ def repeated_rows(numbered: pl.LazyFrame) -> pl.Series:
     """
     columns = [name for name in numbered.collect_schema().names() if name != SOURCE_ROW]
     hashes = numbered.select(SOURCE_ROW, pl.struct(columns).hash().alias("hash")).collect(engine="streaming")
-    candidates = hashes.filter(pl.col("hash").is_duplicated())[SOURCE_ROW]
+    repeated_hashes = hashes.lazy().group_by("hash").len().filter(pl.col("len") > 1).collect(engine="streaming")
+    candidates = hashes.filter(pl.col("hash").is_in(repeated_hashes["hash"].implode()))[SOURCE_ROW]
     return (numbered.filter(pl.col(SOURCE_ROW).is_in(candidates.implode()))
             .collect(engine="streaming")
             .sort(SOURCE_ROW)

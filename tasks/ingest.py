@@ -621,7 +621,8 @@ def canonicalize_types(
         raise InputError(f"Input {source}: {'; '.join(misfits)}. Export those columns as plain values or as text.")
     dates, dates_read_as = _as_datetime(table["InvoiceDate"], date_format)
     converted = {
-        **{column: _as_text(table[column]) for column in TEXT_COLUMNS},
+        # One select, so the text columns are stripped in parallel.
+        **table.select(_as_text(column, table.schema[column]) for column in TEXT_COLUMNS).to_dict(),
         "Quantity": _as_integer(table["Quantity"]), "UnitPrice": table["UnitPrice"].cast(pl.Float64, strict=False),
         "CustomerID": _as_integer(table["CustomerID"]), "InvoiceDate": dates,
     }
@@ -646,9 +647,10 @@ def _type_fits(column: str, dtype: pl.DataType) -> bool:
     return dtype in (pl.Date, pl.Datetime)
 
 
-def _as_text(values: pl.Series) -> pl.Series:
+def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
     """Text without surrounding blanks; whole numbers without ".0", as Excel stores numeric invoice numbers."""
-    if values.dtype.is_float():
+    values = pl.col(column)
+    if dtype.is_float():
         values = _exact_whole_number(values).cast(pl.String).fill_null(values.cast(pl.String))
     return values.cast(pl.String).str.strip_chars()
 
@@ -661,18 +663,18 @@ def _as_integer(values: pl.Series) -> pl.Series:
     if values.dtype.is_integer():
         return values.cast(pl.Int64, strict=False)
     if values.dtype.is_float():
-        return _exact_whole_number(values)
+        return pl.select(_exact_whole_number(pl.lit(values))).to_series()
     text = values.cast(pl.String).str.strip_chars()
     integers = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
     if integers.null_count() > text.null_count():  # e.g. "1.785E+04"
-        integers = integers.fill_null(_exact_whole_number(text.cast(pl.Float64, strict=False)))
+        integers = integers.fill_null(pl.select(_exact_whole_number(pl.lit(text).cast(pl.Float64, strict=False))).to_series())
     return integers
 
 
-def _exact_whole_number(numbers: pl.Series) -> pl.Series:
+def _exact_whole_number(numbers: pl.Expr) -> pl.Expr:
     """Floats as Int64 where they hold a whole number exactly (at most 2**53 in size); null elsewhere."""
     exact = (numbers == numbers.round()) & (numbers.abs() <= _EXACT_FLOAT_LIMIT)
-    return numbers.set(~exact.fill_null(False), None).cast(pl.Int64)
+    return pl.when(exact).then(numbers).cast(pl.Int64)
 
 
 def best_date_format(values: pl.Series) -> str | None:
