@@ -176,9 +176,9 @@ def test_features_are_identical_row_for_row(both_runs):
     columns = list(CustomerFeatures.to_schema().columns)
     expected = pl.read_parquet(single / "segments.parquet").select(columns).sort("CustomerID")
     assert expected.height > 1_000
-    # Money is summed in another order (as it is by one process on 1 or 2 Polars threads): equal to the last bits.
+    # Exactly: money is summed as decimals, which no order of summation changes.
     assert_frame_equal(pl.read_parquet(partitioned / "segments.parquet").select(columns).sort("CustomerID"), expected,
-                       check_exact=False, rel_tol=1e-12, abs_tol=1e-9)
+                       check_exact=True)
 
 
 def test_cleaning_counts_and_quarantine_are_identical(both_runs):
