@@ -14,19 +14,15 @@ import matplotlib.image
 import numpy as np
 import polars as pl
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from flows.parameters import SegmentationParameters
 from tasks import artifacts, clean, cluster, features, ingest, report
 from tasks.generate import generate_transactions
+from tests.chromium import chromium
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]
 SCREENSHOTS = Path("/tmp/report-screenshots")
 CHART_SIZE = (1200, 750)  # width x height in pixels
 MISSING = "—"
@@ -160,12 +156,8 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass
