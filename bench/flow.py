@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,11 +23,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from bench.measure import run_process
+from flows.serve import wait_until_healthy
 
 BIN = Path(sys.executable).parent
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+\s*\| (.*)$")
 STAGE = re.compile(r"stage=(\w+) seconds=([\d.]+)")
-SERVER_START_TIMEOUT_SECONDS = 180
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def running_prefect_server(home: Path) -> Iterator[tuple[str, float]]:
     )
     api_url = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_until_healthy(api_url, server)
+        wait_until_healthy(api_url, server)
         yield api_url, time.perf_counter() - started
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and whatever it started
@@ -152,17 +151,3 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _wait_until_healthy(api_url: str, server: subprocess.Popen) -> None:
-    """Return once the server answers its health check; raise if it exits or takes too long."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"prefect server did not answer within {SERVER_START_TIMEOUT_SECONDS} s")

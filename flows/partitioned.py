@@ -29,9 +29,9 @@ from prefect_dask import DaskTaskRunner
 from flows.parameters import PartitionedParameters
 from flows.segmentation import (
     RunSummary, clustering_options, contract_failures_published, fit_segments, log_stage, new_run_id,
-    finish_run, publish_run, stage_options,
+    finish_run, publish_run, render_report, stage_options,
 )
-from tasks import artifacts, cluster, features, ingest, partition, report, sources
+from tasks import features, ingest, partition, sources
 from tasks.clean import CleaningFunnel, CleaningOptions
 from tasks.ingest import InputFingerprint
 from tasks.publish import make_s3_client
@@ -160,36 +160,6 @@ def merge_cleaning(source: str, screened: list[ScreenedFile], cleaned: list[Clea
     log_stage("merge-cleaning", started, raw_rows=funnel.raw_rows, clean_rows=funnel.clean_rows,
               quarantined_rows=merged.quarantine.height)
     return merged
-
-
-@task(name="report")
-def render_report(
-    run_id: str, params: PartitionedParameters, fingerprint: InputFingerprint, cleaning: partition.MergedCleaning,
-    customer_features: pl.DataFrame, segmentation: cluster.Segmentation, metrics: dict,
-) -> tuple[dict[str, bytes], dict]:
-    """Every file of the run (data exports, charts, report.html) and the manifest's body."""
-    started = time.perf_counter()
-    segments = artifacts.segment_table(customer_features, segmentation.assignments)
-    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples, **metrics}
-    rows = cleaning.funnel.raw_rows
-    inputs = report.ReportInputs(
-        run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaning.quality(),
-        k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
-        projection=segmentation.projection, metrics=metrics, parameters=params.model_dump(mode="json"),
-        input_description=f"{fingerprint.source} ({rows:,} rows, sha256 {fingerprint.sha256[:12]}…)",
-        reproduce_command=params.as_command_line(run_id),
-    )
-    charts = report.render_charts(inputs)
-    files = {
-        **artifacts.data_files(segments, segmentation.profiles, cleaning),
-        **segmentation.model.to_files(),
-        **{f"charts/{name}": png for name, png in charts.items()},
-        "report.html": report.render_report_html(inputs, charts).encode(),
-    }
-    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), fingerprint, cleaning, segments,
-                                       {**metrics, "eps_search": segmentation.eps_search})
-    log_stage("report", started, files=len(files))
-    return files, manifest
 
 
 # --- the flow ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
 from flows.parameters import RunParameters, SegmentationParameters
-from tasks import artifacts, clean, cluster, features, ingest, publish, report
+from tasks import artifacts, clean, cluster, features, ingest, partition, publish, report
 from schemas.segment_assignments import OUTLIER
 from tasks.errors import DataContractError, SegmentsError
 from tasks.generate import generate_transactions
@@ -193,19 +193,20 @@ def fit_segments(customer_features: pl.DataFrame, options: cluster.ClusteringOpt
 # The report embeds its run id and time, and publishing is the point of a run: both run every time.
 @task(name="report", cache_policy=NO_CACHE)
 def render_report(
-    run_id: str, params: SegmentationParameters, loaded: ingest.IngestedTransactions,
-    cleaned: clean.CleanedTransactions, customer_features: pl.DataFrame, segmentation: cluster.Segmentation,
+    run_id: str, params: SegmentationParameters, fingerprint: ingest.InputFingerprint,
+    cleaned: clean.CleanedTransactions | partition.MergedCleaning, customer_features: pl.DataFrame,
+    segmentation: cluster.Segmentation, extra_metrics: dict,
 ) -> tuple[dict[str, bytes], dict]:
     """Every file of the run (data exports, charts, report.html) and the manifest's body."""
     started = time.perf_counter()
     segments = artifacts.segment_table(customer_features, segmentation.assignments)
-    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples,
-               **artifacts.planted_agreement(segments, loaded.planted_archetypes)}
+    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples, **extra_metrics}
     inputs = report.ReportInputs(
         run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaned.quality(),
         k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
         projection=segmentation.projection, metrics=metrics, parameters=params.model_dump(mode="json"),
-        input_description=ingest.describe(loaded), reproduce_command=params.as_command_line(run_id),
+        input_description=ingest.describe(fingerprint, cleaned.funnel.raw_rows),
+        reproduce_command=params.as_command_line(run_id),
     )
     charts = report.render_charts(inputs)
     files = {
@@ -214,7 +215,7 @@ def render_report(
         **{f"charts/{name}": png for name, png in charts.items()},
         "report.html": report.render_report_html(inputs, charts).encode(),
     }
-    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), loaded.fingerprint, cleaned, segments,
+    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), fingerprint, cleaned, segments,
                                        {**metrics, "eps_search": segmentation.eps_search})
     log_stage("report", started, files=len(files))
     return files, manifest
@@ -253,7 +254,8 @@ def customer_segmentation(params: SegmentationParameters = SegmentationParameter
         customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)
         segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
         files, manifest = render_report.with_options(**options)(
-            run_id, params, loaded, cleaned, customer_features, segmentation)
+            run_id, params, loaded.fingerprint, cleaned, customer_features, segmentation,
+            artifacts.planted_agreement(segmentation.assignments, loaded.planted_archetypes))
     published = publish_run.with_options(**options)(
         run_id, params.target, files, manifest, s3=params.s3_settings(),
         report_link_expiry_seconds=params.report_link_expiry_seconds,

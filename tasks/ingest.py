@@ -175,10 +175,9 @@ def from_generated(generated: GeneratedData, seed: int) -> IngestedTransactions:
     )
 
 
-def describe(loaded: IngestedTransactions) -> str:
+def describe(fingerprint: InputFingerprint, rows: int) -> str:
     """One line naming the input, its size in rows and its hash."""
-    fingerprint = loaded.fingerprint
-    return f"{fingerprint.source} ({loaded.rows:,} rows, sha256 {fingerprint.sha256[:12]}…)"
+    return f"{fingerprint.source} ({rows:,} rows, sha256 {fingerprint.sha256[:12]}…)"
 
 
 def load_transactions(
@@ -248,11 +247,12 @@ def read_file_batches(
                 # Renamed and selected before collecting, so Parquet and CSV read only the canonical columns.
                 canonical = rename_to_canonical(table, column_mapping)
                 batches = [canonical.collect()] if batch_rows is None else canonical.collect_batches(chunk_size=batch_rows)
-                first_row, date_format = 0, None
+                first_row, later_date_format = 0, None
                 for batch in batches:
                     yield table.label, first_row, canonicalize_types(
-                        batch, table.label, date_format, None if batch_rows is None else first_row)
-                    date_format = date_format or best_date_format(batch["InvoiceDate"])  # the first batch's, for the rest
+                        batch, table.label, later_date_format, None if batch_rows is None else first_row)
+                    if batch_rows is not None and later_date_format is None:
+                        later_date_format = best_date_format(batch["InvoiceDate"])  # the first batch's, for the rest
                     first_row += batch.height
         except _UNREADABLE as error:
             raise _unreadable(file, suffix, _printable(_first_line(error))) from None

@@ -18,7 +18,7 @@ from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId,
+    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
 )
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
@@ -33,6 +33,7 @@ from tasks.publish import (
     keys_from_secret_blocks, run_key, without_query,
 )
 from tests import s3_server
+from tests.prefect_api import flow_run_logs
 from tests.s3_server import moto_s3_server, s3_test_client
 from tests.test_publish_faults import (
     ACCESS_KEY_ID, MANIFEST, PREFIX, RUN_ID, SECRET_ACCESS_KEY, SMALL_FILES, assert_published_correctly,
@@ -112,12 +113,7 @@ def capturing_logs() -> Iterator[CapturedLogs]:
 def prefect_logs(state: State) -> str:
     """Every log message the flow run sent to the Prefect API."""
     APILogWorker.drain_all(timeout=60)  # logs are shipped in the background
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
-    messages: list[str] = []
-    with get_client(sync_client=True) as client:
-        while page := client.read_logs(log_filter=log_filter, offset=len(messages)):
-            messages += [log.message for log in page]
-    return "\n".join(messages)
+    return flow_run_logs(state.state_details.flow_run_id)
 
 
 def prefect_artifacts(state: State) -> list[dict]:

@@ -67,7 +67,7 @@ def render_run(loaded: ingest.IngestedTransactions, params: SegmentationParamete
         run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaned.quality(),
         k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
         projection=segmentation.projection, metrics=segmentation.metrics, parameters=params.model_dump(mode="json"),
-        input_description=ingest.describe(loaded), reproduce_command=params.as_command_line(run_id),
+        input_description=ingest.describe(loaded.fingerprint, loaded.rows), reproduce_command=params.as_command_line(run_id),
     )
     charts = report.render_charts(inputs)
     profiles_csv = artifacts.data_files(segments, segmentation.profiles, cleaned)["profiles.csv"]

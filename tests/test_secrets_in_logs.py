@@ -19,12 +19,13 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId,
+    ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName,
 )
 from prefect.client.schemas.objects import Artifact
 from prefect.settings import PREFECT_API_URL
 
 from tasks.generate import write_generated
+from tests.prefect_api import flow_run_logs
 from tests.s3_server import TEST_REGION, moto_s3_server, s3_test_client
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,7 @@ def scanned(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> S
     report_link = ""
     for flow_name, run_id in RUN_IDS.items():
         flow_run = flow_run_of(flow_name, run_id)
-        texts[f"{flow_name} logs"] = logs_of(flow_run)
+        texts[f"{flow_name} logs"] = flow_run_logs(flow_run)
         for artifact in artifacts_of(flow_run):
             if artifact.key == "report":
                 [report_link] = re.findall(r"\]\((.+)\)$", artifact.data)
@@ -100,16 +101,6 @@ def flow_run_of(flow_name: str, run_id: str) -> UUID:
         flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
     [flow_run] = [run for run in flow_runs if run.parameters["params"]["run_id"] == run_id]
     return flow_run.id
-
-
-def logs_of(flow_run: UUID) -> str:
-    """Every log message of the flow run and its task runs, as the Prefect API holds them."""
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run]))
-    messages: list[str] = []
-    with get_client(sync_client=True) as client:
-        while page := client.read_logs(log_filter=log_filter, offset=len(messages)):
-            messages += [log.message for log in page]
-    return "\n".join(messages)
 
 
 def artifacts_of(flow_run: UUID) -> list[Artifact]:
