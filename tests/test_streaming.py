@@ -5,6 +5,8 @@ import tempfile
 import polars as pl
 import pytest
 
+import tasks.clean
+
 from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation
 from tasks.clean import clean_in_batches, clean_transactions
@@ -81,6 +83,13 @@ def test_streamed_run_publishes_what_the_in_memory_run_publishes(generated, tmp_
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    cleaned_in = []  # the work folders the streamed run cleaned in, to know it streamed
+
+    def recording_clean_in_batches(raw, folder, *arguments, **options):
+        cleaned_in.append(folder)
+        return clean_in_batches(raw, folder, *arguments, **options)
+
+    monkeypatch.setattr(tasks.clean, "clean_in_batches", recording_clean_in_batches)
     export = tmp_path / "export.parquet"
     generated.write_parquet(export)
     runs = {}
@@ -94,4 +103,5 @@ def test_streamed_run_publishes_what_the_in_memory_run_publishes(generated, tmp_
         assert pl.read_parquet(runs[True] / name).equals(pl.read_parquet(runs[False] / name)), name
     for name in ("quality.json", "profiles.csv"):
         assert (runs[True] / name).read_text() == (runs[False] / name).read_text(), name
-    assert not list(temporary.glob("segments-streaming-*"))  # the work folder is gone
+    [work_folder] = cleaned_in
+    assert work_folder.parent.parent == temporary and not work_folder.parent.exists()  # used, then removed
