@@ -27,6 +27,7 @@ from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
 from flows.parameters import RunParameters, SegmentationParameters
+from flows.results import FramesAsArrowPickle
 from tasks import artifacts, clean, cluster, features, ingest, partition, publish, report
 from schemas.segment_assignments import OUTLIER
 from tasks.errors import DataContractError, SegmentsError
@@ -102,9 +103,9 @@ def _by_content(value: Any) -> Any:
 # (from a re-read file, say) is still reused. TASK_SOURCE alone would miss an edit to tasks/clean.py;
 # Prefect's default policy also keys on the flow run id, which would confine reuse to one run's retries.
 REUSABLE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=stage_inputs_key)
-# Stored with pickle whatever PREFECT_RESULTS_DEFAULT_SERIALIZER says: the JSON serializer cannot hold a
-# Polars frame, and Prefect then only warns and stores nothing.
-PERSISTED = {"persist_result": True, "result_serializer": "pickle"}
+# Stored with our own serializer whatever PREFECT_RESULTS_DEFAULT_SERIALIZER says: the JSON serializer cannot
+# hold a Polars frame, and Prefect then only warns and stores nothing.
+PERSISTED = {"persist_result": True, "result_serializer": FramesAsArrowPickle()}
 
 
 def ingest_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str | None:
