@@ -1,48 +1,75 @@
 """`segments`: run, assign, serve or trigger the segmentation flows, or generate demo data, from a terminal."""
 
 import argparse
+import atexit
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
-from flows.parameters import (
-    CLI_FLAGS, AssignmentParameters, PartitionedParameters, RunParameters, SegmentationParameters,
-)
-from flows.trigger import parse_override
+from flows.serve import StackError, api_for_run
 from tasks.errors import SegmentsError
+
+if TYPE_CHECKING:
+    from flows.parameters import RunParameters
+
+FLOW_COMMANDS = ("run", "assign", "run-partitioned")
+
+
+def console_script() -> NoReturn:
+    """The `segments` command: main(), then an exit that skips tearing the interpreter down.
+
+    Python's own exit frees every module and object one by one: with Prefect, scikit-learn, pandera
+    and matplotlib loaded that takes about 2 s here, after the work is done. The exit handlers still
+    run (Prefect's send the last logs and events to the API), and the output is flushed.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `segments` console script; returns the exit code."""
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    """What the `segments` command does with `argv` (default: its own arguments); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] and argv[0] in FLOW_COMMANDS:
+            # Before the parser imports the flows' parameters, and with them most of the project's
+            # libraries: a temporary Prefect server, if the run needs one, boots meanwhile.
+            with api_for_run() as api_ready:
+                return run_flow(build_parser().parse_args(argv), api_ready)
+        arguments = build_parser().parse_args(argv)
         return arguments.handler(arguments)
-    except (SegmentsError, ValidationError) as error:
+    except (SegmentsError, ValidationError, StackError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flows.parameters import AssignmentParameters, PartitionedParameters, SegmentationParameters
+    from flows.trigger import parse_override
+
     parser = argparse.ArgumentParser(prog="segments", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the customer-segmentation flow and publish its artifacts")
     add_parameter_flags(run, SegmentationParameters)
-    run.set_defaults(handler=run_flow, parameters=SegmentationParameters, flow_name="customer_segmentation")
+    run.set_defaults(parameters=SegmentationParameters, flow="flows.segmentation:customer_segmentation")
 
     assign = commands.add_parser("assign", help="label the customers of a new export with a published model")
     add_parameter_flags(assign, AssignmentParameters)
-    assign.set_defaults(handler=run_flow, parameters=AssignmentParameters, flow_name="assign_segments")
+    assign.set_defaults(parameters=AssignmentParameters, flow="flows.assign:assign_segments")
 
     partitioned = commands.add_parser("run-partitioned",
                                       help="run customer-segmentation-partitioned over many files on a Dask cluster")
     add_parameter_flags(partitioned, PartitionedParameters)
-    partitioned.set_defaults(handler=run_flow, parameters=PartitionedParameters,
-                             flow_name="customer_segmentation_partitioned")
+    partitioned.set_defaults(parameters=PartitionedParameters, flow="flows.partitioned:customer_segmentation_partitioned")
 
     generate = commands.add_parser("generate", help="write synthetic demo transactions and their planted archetypes")
     generate.add_argument("--output", type=Path, default=Path("demo-data"), help="directory to write into")
@@ -64,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_parameter_flags(parser: argparse.ArgumentParser, parameters: type[RunParameters]) -> None:
+def add_parameter_flags(parser: argparse.ArgumentParser, parameters: "type[RunParameters]") -> None:
     """One flag per field of the flow's parameters model; list and mapping fields take the flag repeatedly."""
+    from flows.parameters import CLI_FLAGS
+
     for name, field in parameters.model_fields.items():
         flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
         repeated = name in CLI_FLAGS
@@ -73,7 +102,7 @@ def add_parameter_flags(parser: argparse.ArgumentParser, parameters: type[RunPar
                             help=field.description + (" (repeat the flag for several)" if repeated else ""))
 
 
-def parameters_from(arguments: argparse.Namespace) -> RunParameters:
+def parameters_from(arguments: argparse.Namespace) -> "RunParameters":
     """Validated flow parameters from the given flags; unset flags keep the model's defaults."""
     model = arguments.parameters
     given = {name: value for name, value in vars(arguments).items() if name in model.model_fields and value is not None}
@@ -82,19 +111,14 @@ def parameters_from(arguments: argparse.Namespace) -> RunParameters:
     return model(**given)
 
 
-def run_flow(arguments: argparse.Namespace) -> int:
+def run_flow(arguments: argparse.Namespace, api_ready: Callable[[], None]) -> int:
+    """Run the command's flow once the Prefect API answers; print its summary."""
     params = parameters_from(arguments)
-    # Set before Prefect is imported: a local run needs no usage statistics, and on a busy
-    # 2-core machine the temporary API server can take longer than Prefect's 20 s default to start.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows import assign, partitioned, segmentation
-
+    module, name = arguments.flow.split(":")
+    flow = getattr(importlib.import_module(module), name)  # only the chosen flow's modules: Dask's take seconds
     hide_tracebacks_of_own_errors()
-
-    flow = {"customer_segmentation": segmentation.customer_segmentation, "assign_segments": assign.assign_segments,
-            "customer_segmentation_partitioned": partitioned.customer_segmentation_partitioned}
-    state = flow[arguments.flow_name](params, return_state=True)
+    api_ready()
+    state = flow(params, return_state=True)
     if not state.is_completed():
         print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
         return 1
@@ -150,4 +174,4 @@ def trigger_run(arguments: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_script()

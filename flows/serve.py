@@ -1,20 +1,23 @@
-"""`segments serve`: the project's whole Prefect stack on this machine, in one command.
+"""Prefect servers on this machine: `segments serve`'s whole stack, and `segments run`'s temporary server.
 
-It starts a Prefect server with its SQLite database (unless an API is already configured),
-creates the `segments` process work pool, deploys everything in prefect.yaml and runs a worker
-until Ctrl-C or SIGTERM, which stop the worker first, then the server.
+`segments serve` starts a Prefect server with its SQLite database (unless an API is already
+configured), creates the `segments` process work pool, deploys everything in prefect.yaml and runs
+a worker until Ctrl-C or SIGTERM, which stop the worker first, then the server.
 """
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # This environment's own `prefect`: its worker starts flow runs with the same interpreter and packages.
@@ -79,12 +82,91 @@ def stack_environment() -> dict[str, str]:
 
 
 @contextmanager
+def api_for_run() -> Iterator[Callable[[], None]]:
+    """The configured Prefect API or, without one, a temporary server for this run; yields a wait until it answers.
+
+    Without an API, Prefect would start a temporary server itself at the first API call: after every
+    import, and after importing its own server modules into this process (4-5 s here). This one is
+    launched first, so that it boots on the other core while the flows are imported, and it is
+    stopped when the run is done. Only Prefect can tell whether a profile names an API, and importing
+    it takes seconds: unless Prefect is imported already, the server is launched before asking, and
+    stopped again if one does.
+    """
+    with ExitStack() as started:
+        server = None
+        if "PREFECT_API_URL" not in os.environ and "prefect" not in sys.modules:
+            server = started.enter_context(temporary_server())
+        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+        if get_current_settings().api.url:
+            started.close()
+            yield lambda: None
+            return
+        server = server or started.enter_context(temporary_server())
+        started.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+        started.callback(send_pending_logs_and_events)
+        yield server.wait_until_healthy
+
+
+def send_pending_logs_and_events() -> None:
+    """Wait until Prefect has sent the logs and events still queued in this process, as it does on exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
+
+
+class TemporaryServer:
+    """A Prefect server process on a free loopback port, its output in a temporary file."""
+
+    def __init__(self, process: subprocess.Popen, port: int, output: IO[bytes]) -> None:
+        self.process, self.api_url, self._output = process, f"http://127.0.0.1:{port}/api", output
+        self._launched = time.monotonic()
+
+    def wait_until_healthy(self) -> None:
+        """Block until the API answers; log how long that took (the bench reads it), or fail with its output."""
+        from prefect.logging import get_logger
+
+        waited_from = time.monotonic()
+        try:
+            wait_until_healthy(self.api_url, self.process, where_output_is="below")
+        except StackError as error:
+            self._output.seek(0)
+            raise StackError(f"{error}\n{self._output.read().decode(errors='replace')[-4000:]}") from None
+        get_logger("segments").info(
+            "Temporary Prefect server ready at %s after %.2f s, %.2f s of them waited for it",
+            self.api_url, time.monotonic() - self._launched, time.monotonic() - waited_from)
+
+
+@contextmanager
+def temporary_server() -> Iterator[TemporaryServer]:
+    """A `prefect server start` without UI for one run, on a free port, stopped on exit."""
+    port = free_port()
+    command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui", "--analytics-off"]
+    with tempfile.TemporaryFile(prefix="segments-prefect-server-") as output, \
+            running(command, dict(os.environ), SERVER_STOP_SIGNALS, output) as process:
+        yield TemporaryServer(process, port, output)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
 def running(
-    command: Sequence[str], environment: dict[str, str], stop_signals: Sequence[int],
+    command: Sequence[str], environment: dict[str, str], stop_signals: Sequence[int], output: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """A child process that is always stopped on exit with the given signals, then killed if it outlives them."""
+    """A child process that is always stopped on exit with the given signals, then killed if it outlives them.
+
+    Its output goes to `output`, or else to this process's own.
+    """
     # Its own process group: Ctrl-C reaches only `segments serve`, which stops the children in order.
-    process = subprocess.Popen(command, env=environment, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, process_group=0)
+    process = subprocess.Popen(command, env=environment, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, process_group=0,
+                               stdout=output, stderr=output)
     try:
         yield process
     finally:
@@ -108,12 +190,12 @@ def stop(process: subprocess.Popen, stop_signals: Sequence[int]) -> None:
         process.wait()
 
 
-def wait_until_healthy(api_url: str, server: subprocess.Popen) -> None:
+def wait_until_healthy(api_url: str, server: subprocess.Popen, where_output_is: str = "above") -> None:
     """Poll the API's health endpoint until it answers; fail early if the server process exits."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise StackError(f"the Prefect server exited with code {server.returncode} (its output is above)")
+            raise StackError(f"the Prefect server exited with code {server.returncode} (its output is {where_output_is})")
         try:
             with urllib.request.urlopen(f"{api_url}/health", timeout=2):
                 return

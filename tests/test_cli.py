@@ -1,8 +1,12 @@
 """The `segments` command line: flags to parameters, the run summary, clear errors, generate."""
 
 import os
+import re
+import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -74,6 +78,7 @@ def test_console_script_runs_a_file_and_prints_the_summary(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert "Run cli-run completed." in finished.stdout
     assert "rows quarantined" in finished.stdout
+    assert "Temporary Prefect server" not in finished.stdout + finished.stderr  # the configured API served it
     assert (tmp_path / "out" / "runs" / "cli-run" / "report.html").is_file()
     quality = __import__("json").loads((tmp_path / "out" / "runs" / "cli-run" / "quality.json").read_text())
     assert {rule["rule"]: rule["removed_rows"] for rule in quality["rules"]}["country_not_selected"] > 0
@@ -91,3 +96,28 @@ def test_console_script_reports_bad_input_without_a_traceback(tmp_path):
     assert finished.returncode == 1
     assert "absent.csv: no such file" in finished.stderr
     assert "Traceback" not in finished.stderr + finished.stdout
+
+
+@pytest.mark.slow
+def test_without_an_api_a_run_records_itself_in_a_temporary_server_it_then_stops(tmp_path):
+    home = tmp_path / "prefect-home"
+    environment = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
+    environment["PREFECT_HOME"] = str(home)
+
+    finished = subprocess.run(
+        [str(SEGMENTS), "run", "--demo-lines", "20000", "--target", str(tmp_path / "out")],
+        capture_output=True, text=True, env=environment, timeout=600,
+    )
+
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output
+    server = re.search(r"Temporary Prefect server ready at (\S+)", output)
+    assert server, output
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{server[1]}/health", timeout=5)
+    assert "Error logging to API" not in output  # the last logs reached the server before it stopped
+    with sqlite3.connect(home / "prefect.db") as database:
+        flow_runs = database.execute("SELECT state_name FROM flow_run").fetchall()
+        task_runs = database.execute("SELECT state_name, count(*) FROM task_run GROUP BY state_name").fetchall()
+    assert flow_runs == [("Completed",)]
+    assert task_runs == [("Completed", 6)]
