@@ -2,7 +2,7 @@
 
 Prefect logs every line with its time of day; the flow logs `stage=NAME seconds=S` per stage.
 From those, one run's wall time splits into: start-up (interpreter, imports, and without
-PREFECT_API_URL the temporary server Prefect starts for the process), the stages themselves,
+PREFECT_API_URL the wait for the temporary server `segments run` starts), the stages themselves,
 Prefect's per-task overhead (the rest of the flow run: creating task runs, states, results) and
 shutdown (stopping the temporary server, exit).
 """
@@ -28,6 +28,7 @@ from flows.serve import wait_until_healthy
 BIN = Path(sys.executable).parent
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+\s*\| (.*)$")
 STAGE = re.compile(r"stage=(\w+) seconds=([\d.]+)")
+SERVER_WAIT = re.compile(r"Temporary Prefect server ready at \S+ after [\d.]+ s, ([\d.]+) s of them waited for it")
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class FlowTiming:
     wall_seconds: float
     cpu_seconds: float
     peak_rss_mb: float
-    startup_seconds: float       # process start to the flow run's first line, temporary server included
-    server_start_seconds: float  # of which starting the temporary server; 0 against a running server
+    startup_seconds: float      # process start to the flow run's first line, temporary server included
+    server_wait_seconds: float  # of which waiting for the temporary server once imported; 0 against a running server
     stages: dict[str, float]
     task_overhead_seconds: float  # flow run time outside the stages
     shutdown_seconds: float       # flow run finished to process exit
@@ -49,7 +50,7 @@ class FlowTiming:
 class LogEvents:
     """When the moments that split a run happened, in seconds after the process started."""
 
-    server_started: float | None
+    server_wait_seconds: float
     flow_began: float
     flow_finished: float
     stages: dict[str, float]
@@ -57,15 +58,15 @@ class LogEvents:
 
 def parse_log(log: str, launched: datetime) -> LogEvents:
     """The split points of a run from Prefect's log lines (times of day, on or after `launched`)."""
-    server_started, flow_began, flow_finished, stages = None, None, None, {}
+    server_wait_seconds, flow_began, flow_finished, stages = 0.0, None, None, {}
     for line in log.splitlines():
         match = LOG_LINE.match(line)
         if not match:
             continue
         at = _seconds_after(launched, match.group(1))
         message = match.group(2)
-        if "Starting temporary server" in message:
-            server_started = at
+        if server_wait := SERVER_WAIT.search(message):
+            server_wait_seconds = float(server_wait.group(1))
         elif "Beginning flow run" in message:
             flow_began = at
         elif message.startswith("Flow run") and "Finished in state" in message:
@@ -74,7 +75,7 @@ def parse_log(log: str, launched: datetime) -> LogEvents:
             stages[stage.group(1)] = float(stage.group(2))
     if flow_began is None or flow_finished is None:
         raise ValueError(f"no flow run in the log:\n{log[-2000:]}")
-    return LogEvents(server_started, flow_began, flow_finished, stages)
+    return LogEvents(server_wait_seconds, flow_began, flow_finished, stages)
 
 
 def _seconds_after(launched: datetime, time_of_day: str) -> float:
@@ -99,13 +100,12 @@ def time_flow(input_path: Path, env: dict[str, str], memory_cap_mb: float,
     if run.returncode != 0:
         raise RuntimeError(f"segments run exited {run.returncode}: {run.stderr[-2000:]}")
     events = parse_log(run.stdout + run.stderr, launched)
-    first_line = events.server_started if events.server_started is not None else events.flow_began
     return FlowTiming(
         wall_seconds=run.wall_seconds,
         cpu_seconds=run.cpu_seconds,
         peak_rss_mb=run.peak_rss_mb,
         startup_seconds=events.flow_began,
-        server_start_seconds=events.flow_began - first_line,
+        server_wait_seconds=events.server_wait_seconds,
         stages=events.stages,
         task_overhead_seconds=events.flow_finished - events.flow_began - sum(events.stages.values()),
         shutdown_seconds=run.wall_seconds - events.flow_finished,

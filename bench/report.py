@@ -98,7 +98,7 @@ def flow_table(rows: list[dict]) -> str:
     A partitioned run's file and partition tasks overlap on the Dask workers, so its time is not split.
     """
     lines = ["| input | Prefect API | wall s | CPU s | peak RSS MB | Dask worker peak RSS MB "
-             "| start-up (of which temporary server) | stages | " + " | ".join(STAGES)
+             "| start-up (of which waiting for the temporary server) | stages | " + " | ".join(STAGES)
              + " | Prefect per-task overhead | shutdown |",
              "|---|---|" + "---:|" * (8 + len(STAGES))]
     for row in rows:
@@ -107,7 +107,7 @@ def flow_table(rows: list[dict]) -> str:
             continue
         measured = (f"| {row['input']} | {row['mode']} | {_number(row['wall_seconds'])} | {_number(row['cpu_seconds'])} "
                     f"| {_number(row['peak_rss_mb'], 0)} | {_number(row.get('worker_peak_rss_mb'), 0)} "
-                    f"| {_number(row['startup_seconds'])} ({_number(row['server_start_seconds'])}) ")
+                    f"| {_number(row['startup_seconds'])} ({_number(row['server_wait_seconds'])}) ")
         if row.get("worker_peak_rss_mb") is not None:
             lines.append(measured + "| tasks overlap on the workers |" + " |" * (2 + len(STAGES)))
             continue

@@ -56,7 +56,8 @@ def test_a_run_past_the_memory_cap_is_killed_and_reported():
 
 def test_the_log_splits_a_run_into_start_up_stages_and_overhead():
     log = "\n".join([
-        "21:45:53.552 | INFO    | prefect - Starting temporary server on http://127.0.0.1:8071",
+        "21:46:03.552 | INFO    | prefect.segments - Temporary Prefect server ready at http://127.0.0.1:8071/api "
+        "after 9.73 s, 4.25 s of them waited for it",
         "21:46:03.694 | INFO    | Flow run 'flexible-sloth' - Beginning flow run 'flexible-sloth' for flow 'x'",
         "21:46:04.398 | INFO    | Task run 'ingest-e5f' - stage=ingest seconds=0.61 rows=541909",
         "21:46:04.403 | INFO    | Task run 'ingest-e5f' - Finished in state Completed()",
@@ -64,7 +65,7 @@ def test_the_log_splits_a_run_into_start_up_stages_and_overhead():
         "21:46:18.322 | INFO    | Flow run 'flexible-sloth' - Finished in state Completed()",
     ])
     events = parse_log(log, datetime(2026, 11, 26, 21, 45, 43, 373000))
-    assert events.server_started == pytest.approx(10.179)
+    assert events.server_wait_seconds == 4.25
     assert events.flow_began == pytest.approx(20.321)
     assert events.flow_finished == pytest.approx(34.949)
     assert events.stages == {"ingest": 0.61, "clean": 0.54}
