@@ -524,10 +524,11 @@ class ChildDecoder:
             child.stdin.flush()
             answer = child.stdout.readline()
             if not answer:
-                raise _unreadable(file, suffix, f"the reader crashed on its contents with {_ending(self._let_go())}")
+                raise _unreadable(file, suffix, f"the reader crashed on its contents with {_ending(_reaped(self._let_go()))}")
             outcome = json.loads(answer)
             if outcome["peak_kib"] > _CHILD_PEAK_KIB:
-                self._let_go()
+                # Freeing that much memory takes the child a while; nothing here needs to wait for it.
+                threading.Thread(target=_reaped, args=(self._let_go(),), daemon=True).start()
         if "error" in outcome:
             raise _unreadable(file, suffix, _printable(outcome["error"]))
         return outcome["result"]
@@ -541,13 +542,18 @@ class ChildDecoder:
             )
         return self._child
 
-    def _let_go(self) -> int:
-        """End the child, which exits when its input closes, and close its pipes; how it ended (its return code)."""
+    def _let_go(self) -> subprocess.Popen:
+        """The child, no longer this decoder's, with its input closed: it exits once it has read everything."""
         child, self._child = self._child, None
         child.stdin.close()
-        returncode = child.wait()
-        child.stdout.close()
-        return returncode
+        return child
+
+
+def _reaped(child: subprocess.Popen) -> int:
+    """How the child ended (its return code), once it has; its output pipe closed."""
+    returncode = child.wait()
+    child.stdout.close()
+    return returncode
 
 
 def _ending(returncode: int) -> str:
