@@ -671,7 +671,9 @@ def _as_integer(values: pl.Series) -> pl.Series:
     if values.dtype.is_float():
         return pl.select(_exact_whole_number(pl.lit(values))).to_series()
     text = values.cast(pl.String).str.strip_chars()
-    integers = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
+    integers = text.cast(pl.Int64, strict=False)
+    if integers.null_count() > text.null_count():  # e.g. "17850.0", as CSV exports of float columns write them
+        integers = integers.fill_null(text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False))
     if integers.null_count() > text.null_count():  # e.g. "1.785E+04"
         integers = integers.fill_null(pl.select(_exact_whole_number(pl.lit(text).cast(pl.Float64, strict=False))).to_series())
     return integers
@@ -691,28 +693,31 @@ def best_date_format(values: pl.Series) -> str | None:
     """
     if values.dtype in (pl.Datetime, pl.Date):
         return None
-    fitting = {}
+    return _best_parse(values)[0]
+
+
+def _best_parse(text: pl.Series) -> tuple[str, pl.Series]:
+    """best_date_format of the text, and the text parsed with it."""
+    parsed = {}
     for date_format in DATE_FORMATS:
-        fitting[date_format] = _parsed_dates(values, date_format).count()
-        if fitting[date_format] == values.count():
+        parsed[date_format] = _parsed_dates(text, date_format)
+        if parsed[date_format].count() == text.count():
             break
-    return max(fitting, key=fitting.__getitem__)
+    best = max(parsed, key=lambda date_format: parsed[date_format].count())
+    return best, parsed[best]
 
 
 def _as_datetime(values: pl.Series, date_format: str | None) -> tuple[pl.Series, str]:
     """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors."""
     if values.dtype in (pl.Datetime, pl.Date):
         return values.cast(pl.Datetime("us")), _READ_AS[values.name]
-    chosen = date_format or best_date_format(values)
-    parsed = _parsed_dates(values, chosen)
-    fitting = parsed.count()
     if date_format:
-        read_as = f"a date in the format {chosen} that the column's first rows have (one format per column)"
-    elif fitting:
-        read_as = f"a date in the format {chosen} that the column's other {fitting:,} value(s) have (one format per column)"
-    else:
-        read_as = f"a date in one of the formats {', '.join(DATE_FORMATS)}"
-    return parsed, read_as
+        parsed = _parsed_dates(values, date_format)
+        return parsed, f"a date in the format {date_format} that the column's first rows have (one format per column)"
+    chosen, parsed = _best_parse(values)
+    if fitting := parsed.count():
+        return parsed, f"a date in the format {chosen} that the column's other {fitting:,} value(s) have (one format per column)"
+    return parsed, f"a date in one of the formats {', '.join(DATE_FORMATS)}"
 
 
 def _parsed_dates(text: pl.Series, date_format: str) -> pl.Series:
