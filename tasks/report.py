@@ -111,6 +111,14 @@ def format_number(value: object, decimals: int = 2) -> str:
     return f"{float(value):,.{decimals}f}"
 
 
+def _compact_number(value: float) -> str:
+    """A round axis value in few characters: 950, 1k, 25k, 3M."""
+    for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= divisor:
+            return f"{value / divisor:g}{suffix}"
+    return f"{value:g}"
+
+
 def format_percent(share: float | None, decimals: int = 1) -> str:
     """A 0..1 share as a percentage, an em dash when missing."""
     if share is None or math.isnan(share):
@@ -229,8 +237,10 @@ def _distributions_chart(inputs: ReportInputs) -> Figure:
         for box, style in zip(boxes["boxes"], styles):
             box.set(facecolor=to_rgba(style.colour, 0.75), edgecolor="#333333")
         if feature.log_scale:
-            # symlog keeps customers with zero net revenue on the chart, unlike a plain log axis.
+            # symlog keeps customers with zero net revenue on the chart, unlike a plain log axis. Its ticks
+            # are written as 1k rather than 10³: easier to read, and mathtext is slow to lay out.
             ax.set_xscale("symlog", linthresh=1)
+            ax.xaxis.set_major_formatter(lambda value, _position: _compact_number(value))
         ax.set_xlabel(feature.label)
     axes[0, 0].invert_yaxis()  # the y axis is shared, so this puts the first segment on top in all panels
     figure.suptitle("Feature distributions per segment")
