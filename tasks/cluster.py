@@ -24,9 +24,9 @@ The rules, in the order they apply:
   to all customers with the model's own rule (tasks/model.py). The search scores clusters; the
   reported metric scores the campaign segments.
 
-Scale: the eps search fits DBSCAN 34 times (6 candidates with 3 resamples each, then 10 for the
-stability), and on these features a neighbourhood holds hundreds of customers, so the work grows
-faster than the base. Above `fit_sample` customers (default FIT_SAMPLE) it all runs on a seeded
+Scale: clustering fits DBSCAN 31 times (6 eps candidates with 3 resamples each, then 7 more
+resamples for the stability's 10), and on these features a neighbourhood holds hundreds of
+customers, so the work grows faster than the base. The fits run on a thread per core. Above `fit_sample` customers (default FIT_SAMPLE) it all runs on a seeded
 random sample of that many: the k-distance knee, the eps search, the DBSCAN fit, the tier
 thresholds and the stability resamples. Every customer, sampled or not, is then labelled by the
 fitted model's own rule (the nearest core sample within eps, tasks/model.py), so the published
@@ -43,7 +43,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import chain, count, product
+from itertools import chain, count
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -122,10 +122,11 @@ def fit_segments(features: pl.DataFrame, options: ClusteringOptions = Clustering
     min_samples = options.min_samples or 2 * matrix.shape[1]
     k_distances = sorted_k_distances(fit_matrix, min_samples)
     base = replace(options, min_samples=min_samples)
+    resamples = Resamples(fit_matrix, fit_features, base, center, scale)
     if options.eps:
         fitted, eps_search = fit_model(fit_matrix, fit_features, options.eps, base, center, scale), []
     else:
-        eps_search, fitted = search_eps(fit_matrix, fit_features, knee_of(k_distances), base, center, scale)
+        eps_search, fitted = search_eps(fit_matrix, fit_features, knee_of(k_distances), base, center, scale, resamples)
     model, _, fit_segment_ids = fitted
     clusters, segments = labels_of_everyone(fitted, features, matrix)
     labelled = features.with_columns(
@@ -143,9 +144,9 @@ def fit_segments(features: pl.DataFrame, options: ClusteringOptions = Clustering
         ),
         "Clustering",
     )
-    [resampled] = bootstrap_labels(fit_matrix, fit_features, [model.eps], base, center, scale,
-                                   label=lambda m: m.segments_of(fit_features, m.clusters_of(fit_matrix)))
-    stability = mean_agreement(fit_segment_ids, resampled)
+    [resampled] = resamples.models([model.eps], options.resamples)
+    stability = mean_agreement(
+        fit_segment_ids, in_parallel(lambda m: m.segments_of(fit_features, m.clusters_of(fit_matrix)), resampled))
     return Segmentation(
         assignments=assignments,
         profiles=profile_segments(features.join(assignments, on="CustomerID"), readings),
@@ -201,17 +202,17 @@ FittedModel = tuple[SegmentModel, np.ndarray, np.ndarray]  # model, cluster and 
 
 def search_eps(
     matrix: np.ndarray, features: pl.DataFrame, knee: float, options: ClusteringOptions,
-    center: np.ndarray, scale: np.ndarray,
+    center: np.ndarray, scale: np.ndarray, resamples: "Resamples",
 ) -> tuple[list[dict], FittedModel]:
     """Try EPS_MULTIPLIERS x knee; keep the most stable fit within the outlier cap (see module docstring)."""
     eps_values = [knee * multiplier for multiplier in EPS_MULTIPLIERS]
     fits = in_parallel(lambda eps: fit_model(matrix, features, eps, options, center, scale), eps_values)
     outlier_shares = [float(np.mean(segments == OUTLIER)) for _, _, segments in fits]
     within_cap = [eps for eps, share in zip(eps_values, outlier_shares) if share <= options.max_outlier_share]
-    resampled = dict(zip(within_cap, bootstrap_labels(
-        matrix, features, within_cap, replace(options, resamples=SEARCH_RESAMPLES), center, scale,
-        label=lambda model: model.clusters_of(matrix),
-    )))
+    models = [model for models in resamples.models(within_cap, SEARCH_RESAMPLES) for model in models]
+    labels = in_parallel(lambda model: model.clusters_of(matrix), models)
+    resampled = {eps: labels[start:start + SEARCH_RESAMPLES]
+                 for eps, start in zip(within_cap, range(0, len(labels), SEARCH_RESAMPLES))}
     tried, best, best_key = [], None, None
     for eps, fitted, outlier_share in zip(eps_values, fits, outlier_shares):
         _, clusters, segments = fitted
@@ -301,32 +302,43 @@ def number_segments(
     return {(cluster, tier): segment for segment, (cluster, tier) in enumerate(sizes.select("cluster", "tier").iter_rows())}
 
 
-def bootstrap_labels(
-    matrix: np.ndarray, features: pl.DataFrame, eps_values: Sequence[float], options: ClusteringOptions,
-    center: np.ndarray, scale: np.ndarray, label: Callable[[SegmentModel], np.ndarray],
-) -> list[list[np.ndarray]]:
-    """Per eps, `label` of each model fitted on `options.resamples` bootstrap resamples, drawn points weighted by their count.
+class Resamples:
+    """Bootstrap resamples of the fitted customers, drawn from the seed, and models fitted on them.
 
-    Every eps is fitted on the same resamples, drawn from `options.seed`.
+    Each resample's drawn customers are weighted by how often they were drawn. Resample i is the same
+    however many are drawn, so the eps search's resamples are the stability's first ones too: each
+    (eps, resample) pair is fitted once.
     """
-    generator = np.random.default_rng(options.seed)
-    draws = [np.unique(generator.integers(0, len(matrix), len(matrix)), return_counts=True)
-             for _ in range(options.resamples)]
 
-    def fitted_and_labelled(job: tuple[float, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        eps, (drawn, counts) = job
-        model, _, _ = fit_model(matrix[drawn], features[drawn], eps, options, center, scale, weights=counts)
-        return label(model)
+    def __init__(self, matrix: np.ndarray, features: pl.DataFrame, options: ClusteringOptions,
+                 center: np.ndarray, scale: np.ndarray) -> None:
+        self._matrix, self._features, self._options, self._center, self._scale = matrix, features, options, center, scale
+        self._generator = np.random.default_rng(options.seed)
+        self._draws: list[tuple[np.ndarray, np.ndarray]] = []  # drawn rows, and how often each was drawn
+        self._models: dict[tuple[float, int], SegmentModel] = {}
 
-    labels = in_parallel(fitted_and_labelled, list(product(eps_values, draws)))
-    return [labels[start:start + options.resamples] for start in range(0, len(labels), options.resamples)]
+    def models(self, eps_values: Sequence[float], count: int) -> list[list[SegmentModel]]:
+        """For each eps, the models fitted on the first `count` resamples."""
+        points = len(self._matrix)
+        while len(self._draws) < count:
+            self._draws.append(np.unique(self._generator.integers(0, points, points), return_counts=True))
+        missing = [(eps, draw) for eps in eps_values for draw in range(count) if (eps, draw) not in self._models]
+        self._models.update(zip(missing, in_parallel(self._fitted, missing)))
+        return [[self._models[eps, draw] for draw in range(count)] for eps in eps_values]
+
+    def _fitted(self, eps_and_draw: tuple[float, int]) -> SegmentModel:
+        eps, draw = eps_and_draw
+        drawn, counts = self._draws[draw]
+        model, _, _ = fit_model(self._matrix[drawn], self._features[drawn], eps, self._options, self._center,
+                                self._scale, weights=counts)
+        return model
 
 
 def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """work(item) for every item, in order, on a thread per core.
 
-    DBSCAN fits are most of clustering's time, spent in scikit-learn's neighbour searches, which
-    release the GIL: two cores fit the eps search's 34 models in about 60% of one core's time.
+    DBSCAN fits are most of clustering's time, spent mostly in scikit-learn's neighbour searches,
+    which release the GIL: two cores fit the eps search's models in about 60% of one core's time.
     """
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
         return list(pool.map(work, items))
