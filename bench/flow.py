@@ -10,9 +10,6 @@ shutdown (stopping the temporary server, exit).
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -23,7 +20,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from bench.measure import run_process
-from flows.serve import wait_until_healthy
+from flows.serve import temporary_server, wait_until_healthy
 
 BIN = Path(sys.executable).parent
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+\s*\| (.*)$")
@@ -126,28 +123,7 @@ def flow_environment(home: Path, api_url: str | None) -> dict[str, str]:
 @contextmanager
 def running_prefect_server(home: Path) -> Iterator[tuple[str, float]]:
     """A `prefect server start` on a free loopback port: its API URL and how long it took to answer."""
-    port = _free_port()
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui",
-         "--analytics-off"],
-        env=flow_environment(home, None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    api_url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_until_healthy(api_url, server)
-        yield api_url, time.perf_counter() - started
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and whatever it started
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def _free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with temporary_server(flow_environment(home, None)) as server:
+        wait_until_healthy(server.api_url, server.process)
+        yield server.api_url, time.perf_counter() - started

@@ -140,12 +140,12 @@ class TemporaryServer:
 
 
 @contextmanager
-def temporary_server() -> Iterator[TemporaryServer]:
-    """A `prefect server start` without UI for one run, on a free port, stopped on exit."""
+def temporary_server(environment: dict[str, str] | None = None) -> Iterator[TemporaryServer]:
+    """A `prefect server start` without UI on a free port (with this environment, or else ours), stopped on exit."""
     port = free_port()
     command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui", "--analytics-off"]
     with tempfile.TemporaryFile(prefix="segments-prefect-server-") as output, \
-            running(command, dict(os.environ), SERVER_STOP_SIGNALS, output) as process:
+            running(command, environment or dict(os.environ), SERVER_STOP_SIGNALS, output) as process:
         yield TemporaryServer(process, port, output)
 
 
@@ -200,7 +200,7 @@ def wait_until_healthy(api_url: str, server: subprocess.Popen, where_output_is: 
             with urllib.request.urlopen(f"{api_url}/health", timeout=2):
                 return
         except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
+            time.sleep(0.1)
     raise StackError(f"the Prefect server did not answer on {api_url} within {STARTUP_TIMEOUT_SECONDS:.0f} s")
 
 

@@ -9,7 +9,6 @@ request is checked against moto's (empty) IAM and refused with HTTP 403 (Invalid
 """
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,14 @@ from typing import IO
 import boto3
 from botocore.config import Config
 
+from flows.serve import free_port
+
 TEST_ACCESS_KEY_ID = "testing"
 TEST_SECRET_ACCESS_KEY = "testing"
 TEST_REGION = "us-east-1"
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 _STOP_TIMEOUT_SECONDS = 5
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
