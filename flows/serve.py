@@ -51,12 +51,13 @@ def serve(port: int) -> int:
             else:
                 api_url, ui_url = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
                 environment["PREFECT_API_URL"] = api_url  # the server's UI and every later process talk to it
-                server_command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-                processes["server"] = started.enter_context(running(server_command, environment, SERVER_STOP_SIGNALS))
+                processes["server"] = started.enter_context(
+                    running(server_command(port), environment, SERVER_STOP_SIGNALS, own_process_group=True))
                 wait_until_healthy(api_url, processes["server"])
             ensure_work_pool(api_url)
             worker_command = [PREFECT, "worker", "start", "--pool", WORK_POOL]
-            processes["worker"] = started.enter_context(running(worker_command, environment, WORKER_STOP_SIGNALS))
+            processes["worker"] = started.enter_context(
+                running(worker_command, environment, WORKER_STOP_SIGNALS, own_process_group=True))
             deploy(environment)
             print(f"\n{READY_MESSAGE} {ui_url}\n"
                   f"Start runs there (Deployments -> one-off -> Run) or, in another terminal, with\n"
@@ -99,17 +100,22 @@ def api_for_run() -> Iterator[Callable[[], None]]:
         from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
         if get_current_settings().api.url:
-            started.close()
-            yield lambda: None
-            return
-        server = server or started.enter_context(temporary_server())
-        started.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+            started.close()  # the configured API it is
+            api_ready = lambda: None  # noqa: E731
+        else:
+            server = server or started.enter_context(temporary_server())
+            started.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+            api_ready = server.wait_until_healthy
         started.callback(send_pending_logs_and_events)
-        yield server.wait_until_healthy
+        yield api_ready
 
 
 def send_pending_logs_and_events() -> None:
-    """Wait until Prefect has sent the logs and events still queued in this process, as it does on exit."""
+    """Wait until Prefect has sent the logs and events still queued in this process.
+
+    Prefect does this as the interpreter shuts down; done here, a temporary server is still there to
+    receive them, and the `segments` command can exit without that shutdown (see console_script).
+    """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
@@ -141,12 +147,23 @@ class TemporaryServer:
 
 @contextmanager
 def temporary_server(environment: dict[str, str] | None = None) -> Iterator[TemporaryServer]:
-    """A `prefect server start` without UI on a free port (with this environment, or else ours), stopped on exit."""
+    """A Prefect server for one run on a free port (with this environment, or else ours), stopped on exit.
+
+    Like the one Prefect itself would start: no UI, and no scheduler or late-run marking, which would
+    otherwise act on whatever deployments the database holds. It stays in this process's group, so
+    whatever stops this process's group stops it too.
+    """
     port = free_port()
-    command = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui", "--analytics-off"]
+    command = server_command(port, "--no-ui", "--analytics-off", "--no-scheduler", "--no-late-runs")
     with tempfile.TemporaryFile(prefix="segments-prefect-server-") as output, \
-            running(command, environment or dict(os.environ), SERVER_STOP_SIGNALS, output) as process:
+            running(command, dict(os.environ) if environment is None else environment, SERVER_STOP_SIGNALS,
+                    own_process_group=False, output=output) as process:
         yield TemporaryServer(process, port, output)
+
+
+def server_command(port: int, *options: str) -> list[str]:
+    """`prefect server start` on the loopback interface."""
+    return [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), *options]
 
 
 def free_port() -> int:
@@ -158,15 +175,16 @@ def free_port() -> int:
 
 @contextmanager
 def running(
-    command: Sequence[str], environment: dict[str, str], stop_signals: Sequence[int], output: IO[bytes] | None = None,
+    command: Sequence[str], environment: dict[str, str], stop_signals: Sequence[int], own_process_group: bool,
+    output: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen]:
     """A child process that is always stopped on exit with the given signals, then killed if it outlives them.
 
-    Its output goes to `output`, or else to this process's own.
+    In its own process group, Ctrl-C reaches only this process, which then stops its children in
+    order (as `segments serve` does). Its output goes to `output`, or else to this process's own.
     """
-    # Its own process group: Ctrl-C reaches only `segments serve`, which stops the children in order.
-    process = subprocess.Popen(command, env=environment, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, process_group=0,
-                               stdout=output, stderr=output)
+    process = subprocess.Popen(command, env=environment, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL,
+                               process_group=0 if own_process_group else None, stdout=output, stderr=output)
     try:
         yield process
     finally:

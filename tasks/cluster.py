@@ -24,11 +24,12 @@ The rules, in the order they apply:
   to all customers with the model's own rule (tasks/model.py). The search scores clusters; the
   reported metric scores the campaign segments.
 
-Scale: clustering fits DBSCAN 31 times (6 eps candidates with 3 resamples each, then 7 more
-resamples for the stability's 10), and on these features a neighbourhood holds hundreds of
-customers, so the work grows faster than the base. The fits run on a thread per core. Above `fit_sample` customers (default FIT_SAMPLE) it all runs on a seeded
-random sample of that many: the k-distance knee, the eps search, the DBSCAN fit, the tier
-thresholds and the stability resamples. Every customer, sampled or not, is then labelled by the
+Scale: clustering fits DBSCAN up to 31 times (6 eps candidates, 3 resamples for each within the
+outlier cap, then 7 more resamples for the stability's 10), and on these features a neighbourhood
+holds hundreds of customers, so the work grows faster than the base. The fits run on a thread per
+core. Above `fit_sample` customers (default FIT_SAMPLE) it all runs on a seeded random sample of
+that many: the k-distance knee, the eps search, the DBSCAN fit, the tier thresholds and the
+stability resamples. Every customer, sampled or not, is then labelled by the
 fitted model's own rule (the nearest core sample within eps, tasks/model.py), so the published
 model reproduces the published labels. This is an approximation, and says so in
 metrics["fitted_customers"]: a sample is sparser than the base, so its eps is wider and its

@@ -527,7 +527,7 @@ class ChildDecoder:
                 raise _unreadable(file, suffix, f"the reader crashed on its contents with {_ending(_reaped(self._let_go()))}")
             outcome = json.loads(answer)
             if outcome["peak_kib"] > _CHILD_PEAK_KIB:
-                # Freeing that much memory takes the child a while; nothing here needs to wait for it.
+                # It frees that memory as it exits, within a fraction of a second: nothing here waits for that.
                 threading.Thread(target=_reaped, args=(self._let_go(),), daemon=True).start()
         if "error" in outcome:
             raise _unreadable(file, suffix, _printable(outcome["error"]))
