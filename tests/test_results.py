@@ -62,7 +62,7 @@ def test_frames_are_stored_compressed(stage_results):
     assert len(compact) < len(pickled) / 3
 
 
-def test_a_new_process_finds_the_serializer_by_the_type_in_the_record():
+def test_the_type_name_a_record_stores_resolves_to_the_serializer():
     assert isinstance(Serializer(type="pickle/arrow-frames"), FramesAsArrowPickle)
 
 
