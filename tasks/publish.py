@@ -61,15 +61,18 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-# S3 error codes that mean "try again later" although their HTTP status is a 4xx.
-_RETRYABLE_S3_CODES = {"RequestTimeout", "SlowDown", "Throttling", "BadDigest", "XAmzContentSHA256Mismatch"}
 _MISSING_BUCKET_CODES = {"NoSuchBucket", "404"}  # HEAD responses carry no error body, so only the status is left
-_MISSING_CREDENTIALS = (
+# What a failed S3 call means, for publishing here and for reading input in tasks/sources.py alike.
+# Error codes that mean "try again later" although their HTTP status is a 4xx:
+RETRYABLE_S3_CODES = frozenset({
+    "RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "BadDigest", "XAmzContentSHA256Mismatch",
+})
+MISSING_CREDENTIALS = (
     boto_errors.NoCredentialsError,
     boto_errors.PartialCredentialsError,
     boto_errors.CredentialRetrievalError,
 )
-_TRANSPORT_FAILURES = (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError)
+S3_TRANSPORT_FAILURES = (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError)
 
 
 class PublishError(SegmentsError, RuntimeError):
@@ -313,7 +316,7 @@ class S3Store:
             except boto_errors.ClientError as error:
                 # A retried CompleteMultipartUpload whose first try did complete finds no upload any more.
                 # Whether the object is there is for the caller's check of the stored bytes to tell.
-                if _error_code(error) != "NoSuchUpload":
+                if s3_error_code(error) != "NoSuchUpload":
                     raise
                 log.warning("Multipart upload of %s already completed or aborted; checking the object.", self.url(key))
 
@@ -324,7 +327,7 @@ class S3Store:
                 self.client.head_bucket(Bucket=self.bucket)
                 return
             except boto_errors.ClientError as error:
-                if _error_code(error) not in _MISSING_BUCKET_CODES:
+                if s3_error_code(error) not in _MISSING_BUCKET_CODES:
                     raise
             region = self.client.meta.region_name
             location = {} if region in (None, "us-east-1") else {
@@ -333,7 +336,7 @@ class S3Store:
                 self.client.create_bucket(Bucket=self.bucket, **location)
                 log.info("Created bucket %s.", self.bucket)
             except boto_errors.ClientError as error:
-                if _error_code(error) != "BucketAlreadyOwnedByYou":  # created meanwhile by a parallel run
+                if s3_error_code(error) != "BucketAlreadyOwnedByYou":  # created meanwhile by a parallel run
                     raise
 
     def get(self, key: str) -> bytes | None:
@@ -388,13 +391,13 @@ class S3Store:
             yield
         except boto_errors.ClientError as error:
             raise _explain_client_error(error, self.bucket, self.url(key)) from error
-        except _MISSING_CREDENTIALS as error:
+        except MISSING_CREDENTIALS as error:
             raise PublishError(
                 f"Publish to {self.url(key)}: no usable AWS credentials were found ({type(error).__name__}). "
                 "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; retrying will not help.",
                 retryable=False,
             ) from error
-        except _TRANSPORT_FAILURES as error:
+        except S3_TRANSPORT_FAILURES as error:
             raise PublishError(
                 f"Publish to {self.url(key)}: the S3 endpoint could not be reached or did not answer "
                 f"({type(error).__name__}: {error}). This is usually temporary; retrying may help.",
@@ -413,17 +416,27 @@ def _whole_object_sha256(head: dict) -> str | None:
 
 def _is_missing_object(error: boto_errors.ClientError) -> bool:
     """True for 'no such key'; HEAD requests carry no error body, so their code is just '404'."""
-    return _error_code(error) in {"NoSuchKey", "404"}
+    return s3_error_code(error) in {"NoSuchKey", "404"}
 
 
-def _error_code(error: boto_errors.ClientError) -> str:
+def s3_error_code(error: boto_errors.ClientError) -> str:
+    """S3's error code, e.g. "NoSuchKey"; "" when the response had no body (HEAD requests)."""
     return error.response.get("Error", {}).get("Code", "")
+
+
+def s3_http_status(error: boto_errors.ClientError) -> int:
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+
+
+def is_transient_s3_error(error: boto_errors.ClientError) -> bool:
+    """True when the same request may succeed later: a 5xx, throttling (429) or one of RETRYABLE_S3_CODES."""
+    status = s3_http_status(error)
+    return status >= 500 or status == 429 or s3_error_code(error) in RETRYABLE_S3_CODES
 
 
 def _explain_client_error(error: boto_errors.ClientError, bucket: str, url: str) -> PublishError:
     """A one-paragraph PublishError for an S3 error response, marked retryable only for transient failures."""
-    code = _error_code(error)
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code, status = s3_error_code(error), s3_http_status(error)
     if code == "NoSuchBucket":
         problem = f"bucket {bucket!r} does not exist. Create it, fix the target or allow creating the bucket"
     elif status == 403:
@@ -433,7 +446,7 @@ def _explain_client_error(error: boto_errors.ClientError, bucket: str, url: str)
         )
     else:
         problem = error.response.get("Error", {}).get("Message", "") or "the request failed"
-    retryable = status >= 500 or status == 429 or code in _RETRYABLE_S3_CODES
+    retryable = is_transient_s3_error(error)
     advice = "retrying may help" if retryable else "retrying will not help"
     message = f"Publish to {url}: {problem} ({code or 'error'}, HTTP {status}); {advice}."
     return PublishError(message, retryable=retryable)

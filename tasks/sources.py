@@ -20,7 +20,10 @@ from pathlib import Path, PurePosixPath
 from botocore import exceptions as boto_errors
 
 from tasks.errors import InputError
-from tasks.publish import S3Client, make_s3_client
+from tasks.publish import (
+    MISSING_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, is_transient_s3_error, make_s3_client, s3_error_code,
+    s3_http_status,
+)
 
 HTTP_TIMEOUT_SECONDS = 30.0  # per connect and per read, so a slow but steady download is not cut off
 HTTP_ATTEMPTS = 3  # the first try included; the flow's task retries come on top of these
@@ -31,11 +34,6 @@ _GLOB_CHARACTERS = frozenset("*?[")
 # Hidden files, and "~$name.xlsx", the lock file Excel keeps next to a workbook while it is open.
 _NOT_DATA_PREFIXES = (".", "~$")
 _RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})  # 4xx statuses that mean "try again later"
-_RETRYABLE_S3_CODES = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException"})
-_S3_TRANSPORT_FAILURES = (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError)
-_MISSING_CREDENTIALS = (
-    boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError, boto_errors.CredentialRetrievalError,
-)
 
 
 class TransientInputError(InputError):
@@ -143,12 +141,12 @@ def _s3_errors(url: str, bucket: str) -> Iterator[None]:
         yield
     except boto_errors.ClientError as error:
         raise _explain_s3_error(error, url, bucket) from error
-    except _MISSING_CREDENTIALS as error:
+    except MISSING_CREDENTIALS as error:
         raise InputError(
             f"Input {url}: no usable AWS credentials were found ({type(error).__name__}); "
             "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE."
         ) from error
-    except _S3_TRANSPORT_FAILURES as error:
+    except S3_TRANSPORT_FAILURES as error:
         raise TransientInputError(
             f"Input {url}: the S3 endpoint could not be reached or stopped answering "
             f"({type(error).__name__}: {error}); retrying may help."
@@ -157,8 +155,7 @@ def _s3_errors(url: str, bucket: str) -> Iterator[None]:
 
 def _explain_s3_error(error: boto_errors.ClientError, url: str, bucket: str) -> InputError:
     """An InputError for an S3 error response: permanent for missing or refused, retryable for 5xx and throttling."""
-    code = error.response.get("Error", {}).get("Code", "")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code, status = s3_error_code(error), s3_http_status(error)
     if code == "NoSuchBucket":
         problem = f"bucket {bucket!r} does not exist"
     elif code in ("NoSuchKey", "404"):
@@ -168,7 +165,7 @@ def _explain_s3_error(error: boto_errors.ClientError, url: str, bucket: str) -> 
     else:
         problem = error.response.get("Error", {}).get("Message") or "the request failed"
     message = f"Input {url}: {problem} ({code or 'error'}, HTTP {status})"
-    if status >= 500 or status == 429 or code in _RETRYABLE_S3_CODES:
+    if is_transient_s3_error(error):
         return TransientInputError(f"{message}; retrying may help.")
     return InputError(f"{message}.")
 

@@ -14,7 +14,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
+from tasks import publish, sources
 from tasks.errors import InputError
 from tasks.ingest import load_transactions
 from tasks.sources import TransientInputError
@@ -151,6 +153,19 @@ def test_s3_access_denied_is_permanent(monkeypatch):
                                              r"check .* \(InvalidAccessKeyId, HTTP 403\)\.$") as error:
             load_transactions(f"s3://{BUCKET}/lines.parquet")
     assert not is_retryable(error.value)
+
+
+@pytest.mark.parametrize("code, status, transient", [
+    ("SlowDown", 503, True), ("InternalError", 500, True), ("TooManyRequests", 429, True),
+    ("ThrottlingException", 400, True), ("RequestTimeout", 400, True),
+    ("AccessDenied", 403, False), ("NoSuchKey", 404, False), ("InvalidArgument", 400, False),
+])
+def test_reading_input_and_publishing_agree_on_which_s3_errors_may_pass(code, status, transient):
+    """Moto answers none of these on demand: the error responses are built as botocore builds them."""
+    error = ClientError({"Error": {"Code": code, "Message": "the message"},
+                         "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    assert is_retryable(sources._explain_s3_error(error, f"s3://{BUCKET}/lines.parquet", BUCKET)) is transient
+    assert publish._explain_client_error(error, BUCKET, f"s3://{BUCKET}/runs/x/report.html").retryable is transient
 
 
 @pytest.mark.slow
