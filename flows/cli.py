@@ -120,12 +120,15 @@ def run_flow(arguments: argparse.Namespace, api_ready: Callable[[], None]) -> in
     params = parameters_from(arguments)
     module, name = arguments.flow.split(":")
     flow = getattr(importlib.import_module(module), name)  # only the chosen flow's modules: Dask's take seconds
-    # The ~300k objects of the libraries just imported live as long as the run: frozen, Python's full
-    # collections stop walking them: a run on the real data spent 0.3 s in one such collection, now 0.05 s.
-    gc.freeze()
     hide_tracebacks_of_own_errors()
     api_ready()
-    state = flow(params, return_state=True)
+    # What is alive now, the imported libraries above all, lives as long as the run: frozen, the
+    # collector's full passes skip it. Thawed after the run, as tests call main() in their own process.
+    gc.freeze()
+    try:
+        state = flow(params, return_state=True)
+    finally:
+        gc.unfreeze()
     if not state.is_completed():
         print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
         return 1

@@ -63,11 +63,12 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _MISSING_BUCKET_CODES = {"NoSuchBucket", "404"}  # HEAD responses carry no error body, so only the status is left
 # What a failed S3 call means, for publishing here and for reading input in tasks/sources.py alike.
-# Error codes that mean "try again later" although their HTTP status is a 4xx:
+# Error codes of a 4xx status after which the same request may still succeed: throttled or timed out,
+# or a body damaged on its way (only uploads send one).
 RETRYABLE_S3_CODES = frozenset({
     "RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "BadDigest", "XAmzContentSHA256Mismatch",
 })
-MISSING_CREDENTIALS = (
+MISSING_AWS_CREDENTIALS = (
     boto_errors.NoCredentialsError,
     boto_errors.PartialCredentialsError,
     boto_errors.CredentialRetrievalError,
@@ -345,7 +346,7 @@ class S3Store:
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"].read()
             except boto_errors.ClientError as error:
-                if _is_missing_object(error):
+                if is_missing_s3_object(error):
                     return None
                 raise
 
@@ -355,7 +356,7 @@ class S3Store:
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=self._object_key(key), ChecksumMode="ENABLED")
             except boto_errors.ClientError as error:
-                if _is_missing_object(error):
+                if is_missing_s3_object(error):
                     return None
                 raise
         stored = _whole_object_sha256(head)
@@ -391,7 +392,7 @@ class S3Store:
             yield
         except boto_errors.ClientError as error:
             raise _explain_client_error(error, self.bucket, self.url(key)) from error
-        except MISSING_CREDENTIALS as error:
+        except MISSING_AWS_CREDENTIALS as error:
             raise PublishError(
                 f"Publish to {self.url(key)}: no usable AWS credentials were found ({type(error).__name__}). "
                 "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; retrying will not help.",
@@ -414,7 +415,7 @@ def _whole_object_sha256(head: dict) -> str | None:
     return None if not stored or multipart else base64.b64decode(stored).hex()
 
 
-def _is_missing_object(error: boto_errors.ClientError) -> bool:
+def is_missing_s3_object(error: boto_errors.ClientError) -> bool:
     """True for 'no such key'; HEAD requests carry no error body, so their code is just '404'."""
     return s3_error_code(error) in {"NoSuchKey", "404"}
 
@@ -425,6 +426,7 @@ def s3_error_code(error: boto_errors.ClientError) -> str:
 
 
 def s3_http_status(error: boto_errors.ClientError) -> int:
+    """The response's HTTP status; 0 if botocore recorded none."""
     return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
 
 

@@ -21,8 +21,8 @@ from botocore import exceptions as boto_errors
 
 from tasks.errors import InputError
 from tasks.publish import (
-    MISSING_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, is_transient_s3_error, make_s3_client, s3_error_code,
-    s3_http_status,
+    MISSING_AWS_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, is_missing_s3_object, is_transient_s3_error,
+    make_s3_client, s3_error_code, s3_http_status,
 )
 
 HTTP_TIMEOUT_SECONDS = 30.0  # per connect and per read, so a slow but steady download is not cut off
@@ -141,7 +141,7 @@ def _s3_errors(url: str, bucket: str) -> Iterator[None]:
         yield
     except boto_errors.ClientError as error:
         raise _explain_s3_error(error, url, bucket) from error
-    except MISSING_CREDENTIALS as error:
+    except MISSING_AWS_CREDENTIALS as error:
         raise InputError(
             f"Input {url}: no usable AWS credentials were found ({type(error).__name__}); "
             "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE."
@@ -158,7 +158,7 @@ def _explain_s3_error(error: boto_errors.ClientError, url: str, bucket: str) -> 
     code, status = s3_error_code(error), s3_http_status(error)
     if code == "NoSuchBucket":
         problem = f"bucket {bucket!r} does not exist"
-    elif code in ("NoSuchKey", "404"):
+    elif is_missing_s3_object(error):
         problem = "no such object"
     elif status == 403:
         problem = f"access to bucket {bucket!r} was denied; check that the credentials are valid and may read it"

@@ -157,8 +157,9 @@ def test_s3_access_denied_is_permanent(monkeypatch):
 
 @pytest.mark.parametrize("code, status, transient", [
     ("SlowDown", 503, True), ("InternalError", 500, True), ("TooManyRequests", 429, True),
-    ("ThrottlingException", 400, True), ("RequestTimeout", 400, True),
-    ("AccessDenied", 403, False), ("NoSuchKey", 404, False), ("InvalidArgument", 400, False),
+    ("Throttling", 400, True), ("ThrottlingException", 400, True), ("RequestTimeout", 400, True),
+    ("BadDigest", 400, True), ("XAmzContentSHA256Mismatch", 400, True),
+    ("AccessDenied", 403, False), ("NoSuchKey", 404, False), ("", 404, False), ("InvalidArgument", 400, False),
 ])
 def test_reading_input_and_publishing_agree_on_which_s3_errors_may_pass(code, status, transient):
     """Moto answers none of these on demand: the error responses are built as botocore builds them."""
