@@ -464,6 +464,15 @@ _CHILD_SCRIPT = """
 import json, resource, sys
 import fastexcel, polars
 
+def peak_kib():
+    # Not ru_maxrss where /proc has the answer: Linux carries the parent's peak over into the child that
+    # it starts, so a flow run's child would report the run's memory and be let go after every request.
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
 def estimated_size(source, sample_rows):
     table = polars.scan_parquet(source)
     sample = table.head(sample_rows).collect()
@@ -488,7 +497,7 @@ for request in sys.stdin:
         panicked = type(error).__name__ == "PanicException"
         reason = "the reader failed on its contents" if panicked else str(error).strip() or type(error).__name__
         answer = {"error": reason.splitlines()[0]}
-    answer["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    answer["peak_kib"] = peak_kib()
     print(json.dumps(answer), file=answers, flush=True)
 """
 # A child that has held more than this lets go after its answer, so its memory goes back to the system.
