@@ -1,9 +1,9 @@
 """Run work in a fresh process and measure it: wall and CPU time of the work, peak RSS of the process.
 
 A fresh process per run keeps one engine's memory from another's and makes peak RSS mean
-something. The work times itself (imports and start-up are not its cost); the parent reads the
-process's peak RSS from the kernel (wait4) and kills it if it grows past a cap, so a run that
-would exhaust the shared machine is reported as such instead of taking it down.
+something. The work times itself (imports and start-up are not its cost); the parent polls the
+process's own peak RSS (VmHWM) and kills it if it grows past a cap, so a run that would exhaust the
+shared machine is reported as such instead of taking it down.
 """
 
 import json
@@ -21,7 +21,6 @@ import polars as pl
 from bench.inputs import REPOSITORY
 
 POLL_SECONDS = 0.1
-_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,22 @@ class ProcessRun:
 
 
 def run_process(command: list[str], memory_cap_mb: float, env: dict[str, str] | None = None) -> ProcessRun:
-    """Run `command` from the repository, polling its RSS; kill its process group past memory_cap_mb."""
+    """Run `command` from the repository, polling its RSS; kill its process group past memory_cap_mb.
+
+    Its peak RSS is the highest VmHWM a poll saw, not wait4's ru_maxrss: Linux counts the peak of the
+    process that started it in that, and this one has held a few hundred MB by then.
+    """
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPOSITORY, stdout=stdout, stderr=stderr, env=env,
                                    start_new_session=True)
-        killed_over = None
+        killed_over, peak_mb = None, 0.0
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            if killed_over is None and _rss_mb(process.pid) > memory_cap_mb:
+            resident_mb, peak_mb = _memory_mb(process.pid, peak_mb)
+            if killed_over is None and resident_mb > memory_cap_mb:
                 os.killpg(process.pid, signal.SIGKILL)
                 killed_over = memory_cap_mb
             time.sleep(POLL_SECONDS)
@@ -66,17 +70,20 @@ def run_process(command: list[str], memory_cap_mb: float, env: dict[str, str] | 
         return ProcessRun(
             returncode=os.waitstatus_to_exitcode(status), stdout=stdout.read(), stderr=stderr.read(),
             wall_seconds=wall, cpu_seconds=usage.ru_utime + usage.ru_stime,
-            peak_rss_mb=usage.ru_maxrss / 1024, killed_over_mb=killed_over,
+            peak_rss_mb=peak_mb, killed_over_mb=killed_over,
         )
 
 
-def _rss_mb(pid: int) -> float:
-    """Current resident set size of a process, 0 once it is gone."""
+def _memory_mb(pid: int, peak_so_far: float) -> tuple[float, float]:
+    """A process's resident set size now and its peak (VmRSS, VmHWM) in MB; 0 and peak_so_far once it is gone."""
     try:
-        resident_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0.0
-    return resident_pages * _PAGE_KB / 1024
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, peak_so_far
+    kib = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
+    if not kib:  # an exited process not yet reaped has no memory left to report
+        return 0.0, peak_so_far
+    return kib["VmRSS"] / 1024, max(peak_so_far, kib["VmHWM"] / 1024)
 
 
 def _stop_leftovers(group: int) -> None:

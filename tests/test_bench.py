@@ -54,6 +54,14 @@ def test_a_run_past_the_memory_cap_is_killed_and_reported():
     assert run.peak_rss_mb > 100
 
 
+def test_a_run_is_measured_by_its_own_peak_not_by_the_memory_of_the_process_that_started_it():
+    # The kernel's rusage of a process includes the peak of the process that started it.
+    starter_memory = b"\x01" * (600 * 1024 * 1024)  # written, so resident
+    run = run_process([sys.executable, "-c", "import time; time.sleep(0.5)"], memory_cap_mb=10_000)
+    assert 1 < run.peak_rss_mb < 100
+    del starter_memory
+
+
 def test_the_log_splits_a_run_into_start_up_stages_and_overhead():
     log = "\n".join([
         "21:46:03.552 | INFO    | prefect.segments - Temporary Prefect server ready at http://127.0.0.1:8071/api "
