@@ -14,7 +14,6 @@ publishing run in the flow's process on the assembled feature table, one row per
 """
 
 import os
-import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -250,8 +249,13 @@ def dask_worker_metrics() -> dict:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (on a worker: over the worker's life)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, in MiB (on a worker: over the worker's life).
+
+    VmHWM rather than ru_maxrss, which on Linux includes the peak of the process that started this
+    one: for a worker, the flow's own process.
+    """
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
