@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from bench.inputs import REPOSITORY
+from tasks.memory import resident_memory
 
 POLL_SECONDS = 0.1
 
@@ -47,8 +48,8 @@ class ProcessRun:
 def run_process(command: list[str], memory_cap_mb: float, env: dict[str, str] | None = None) -> ProcessRun:
     """Run `command` from the repository, polling its RSS; kill its process group past memory_cap_mb.
 
-    Its peak RSS is the highest VmHWM a poll saw, not wait4's ru_maxrss: Linux counts the peak of the
-    process that started it in that, and this one has held a few hundred MB by then.
+    Its peak RSS is its own (not its children's) as the last poll saw it, not wait4's ru_maxrss, which
+    includes the peak of the process that started it (see tasks/memory.py): this one's few hundred MB.
     """
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
@@ -59,10 +60,11 @@ def run_process(command: list[str], memory_cap_mb: float, env: dict[str, str] | 
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            resident_mb, peak_mb = _memory_mb(process.pid, peak_mb)
-            if killed_over is None and resident_mb > memory_cap_mb:
-                os.killpg(process.pid, signal.SIGKILL)
-                killed_over = memory_cap_mb
+            if memory := resident_memory(process.pid):
+                peak_mb = memory.peak_mib
+                if killed_over is None and memory.now_mib > memory_cap_mb:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    killed_over = memory_cap_mb
             time.sleep(POLL_SECONDS)
         wall = time.perf_counter() - started
         _stop_leftovers(process.pid)
@@ -72,18 +74,6 @@ def run_process(command: list[str], memory_cap_mb: float, env: dict[str, str] | 
             wall_seconds=wall, cpu_seconds=usage.ru_utime + usage.ru_stime,
             peak_rss_mb=peak_mb, killed_over_mb=killed_over,
         )
-
-
-def _memory_mb(pid: int, peak_so_far: float) -> tuple[float, float]:
-    """A process's resident set size now and its peak (VmRSS, VmHWM) in MB; 0 and peak_so_far once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0, peak_so_far
-    kib = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
-    if not kib:  # an exited process not yet reaped has no memory left to report
-        return 0.0, peak_so_far
-    return kib["VmRSS"] / 1024, max(peak_so_far, kib["VmHWM"] / 1024)
 
 
 def _stop_leftovers(group: int) -> None:

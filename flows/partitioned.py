@@ -33,6 +33,7 @@ from flows.segmentation import (
 from tasks import features, ingest, partition, sources
 from tasks.clean import CleaningFunnel, CleaningOptions
 from tasks.ingest import InputFingerprint
+from tasks.memory import resident_memory
 from tasks.publish import make_s3_client
 
 
@@ -249,13 +250,8 @@ def dask_worker_metrics() -> dict:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (on a worker: over the worker's life).
-
-    VmHWM rather than ru_maxrss, which on Linux includes the peak of the process that started this
-    one: for a worker, the flow's own process.
-    """
-    status = Path("/proc/self/status").read_text().splitlines()
-    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    """Peak resident memory of this process so far, in MiB (on a worker: its own, over the worker's life)."""
+    return resident_memory().peak_mib
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:

@@ -461,17 +461,17 @@ def _check_workbook_archive(file: LocalFile, budget: MemoryBudget) -> None:
 # each answer one JSON line with the function's result or the reason it failed, and the child's peak
 # memory so far.
 _CHILD_SCRIPT = """
-import json, resource, sys
+import json, sys
 import fastexcel, polars
 
 def peak_kib():
-    # Not ru_maxrss where /proc has the answer: Linux carries the parent's peak over into the child that
-    # it starts, so a flow run's child would report the run's memory and be let go after every request.
+    # The child's own peak, as tasks/memory.py reads it (not imported: the child imports only the readers).
+    # ru_maxrss would include a flow run's memory, and the child would be let go after every request.
     try:
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (OSError, StopIteration):
+        return 0  # unknown: the child is kept
 
 def estimated_size(source, sample_rows):
     table = polars.scan_parquet(source)

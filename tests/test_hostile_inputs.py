@@ -15,9 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tasks import ingest
 from tasks.clean import clean_transactions
 from tasks.errors import ConfigurationError, InputError
-from tasks.ingest import _CHILD_PEAK_KIB, _decoder, load_transactions, stage_transactions
+from tasks.ingest import ChildDecoder, load_transactions, stage_transactions
 from tests.ingest_samples import LINES, as_us_text
 from tests.xlsx_writer import write_xlsx
 
@@ -81,17 +82,21 @@ def test_a_parquet_file_with_one_damaged_byte_does_not_take_the_process_down(tmp
     assert "cannot be read as .parquet" in message and "download or export it again" in message
 
 
-def test_the_decoding_child_is_kept_for_the_next_file_however_much_memory_its_parent_holds(tmp_path):
+def test_the_decoding_child_is_kept_for_the_next_file_however_much_memory_its_parent_holds(tmp_path, monkeypatch):
     # Starting a child costs a Python start and a Polars import (about 0.4 s here). It is let go only
-    # when it has itself held a lot of memory: a flow run holds hundreds of MB, and Linux reports a
-    # parent's peak as its child's unless the child asks /proc.
+    # when it has itself held a lot of memory: a flow run holds hundreds of MB, which Linux would report
+    # as the child's peak too unless the child asks /proc.
+    decoder = ChildDecoder()
+    monkeypatch.setattr(ingest, "_decoder", decoder)
     LINES.write_parquet(tmp_path / "lines.parquet")
-    parent_memory = b"\x01" * (2 * _CHILD_PEAK_KIB * 1024)  # written, so resident
+    parent_memory = b"\x01" * (2 * ingest._CHILD_PEAK_KIB * 1024)  # written, so resident
     load_transactions(tmp_path / "lines.parquet")
-    child = _decoder._child
+    child = decoder._child
+    assert child is not None
     assert load_transactions(tmp_path / "lines.parquet").transactions.equals(LINES)
-    assert _decoder._child is child and child.poll() is None
+    assert decoder._child is child and child.poll() is None
     del parent_memory
+    ingest._reaped(decoder._let_go())
 
 
 def test_a_workbook_with_cells_far_apart_does_not_take_the_process_down(tmp_path):
