@@ -29,6 +29,22 @@ STOP_GRACE_SECONDS = 10.0
 # A busy worker may let the first interrupt pass; the second one stops it.
 WORKER_STOP_SIGNALS = (signal.SIGINT, signal.SIGINT)
 SERVER_STOP_SIGNALS = (signal.SIGTERM,)
+# On Linux, a child's command runs through this: it makes SIGTERM the child's parent-death signal
+# (PR_SET_PDEATHSIG, which the exec into the command keeps) and gives back the default actions of
+# the signals Python takes over at start-up, as a plain exec from Popen would have them.
+_STOPPED_WITH_PARENT = """
+import ctypes, os, signal, sys
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+for restored in (signal.SIGPIPE, signal.SIGXFSZ):
+    signal.signal(restored, signal.SIG_DFL)
+PR_SET_PDEATHSIG = 1
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM)) != 0:
+    print("warning: it would outlive a parent killed outright:", os.strerror(ctypes.get_errno()), file=sys.stderr)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("its parent is gone")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 class StackError(RuntimeError):
@@ -182,13 +198,27 @@ def running(
 
     In its own process group, Ctrl-C reaches only this process, which then stops its children in
     order (as `segments serve` does). Its output goes to `output`, or else to this process's own.
+    On Linux it also gets SIGTERM if the thread that entered this ends without stopping it (SIGKILL, the
+    OOM killer): enter it from a thread that outlives the child, such as the main one.
     """
-    process = subprocess.Popen(command, env=environment, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL,
-                               process_group=0 if own_process_group else None, stdout=output, stderr=output)
+    process = subprocess.Popen(stopped_with_parent(command), env=environment, cwd=PROJECT_DIR,
+                               stdin=subprocess.DEVNULL, process_group=0 if own_process_group else None,
+                               stdout=output, stderr=output)
     try:
         yield process
     finally:
         stop(process, stop_signals)
+
+
+def stopped_with_parent(command: Sequence[str]) -> list[str]:
+    """The command, wrapped so that once started the kernel sends it SIGTERM when the thread that started it ends.
+
+    Linux only; elsewhere the command as it is. The wrapper runs isolated (-I -S): no site packages,
+    nothing from the working folder on its path, and 30-40 ms of start-up here.
+    """
+    if sys.platform != "linux":
+        return list(command)
+    return [sys.executable, "-I", "-S", "-c", _STOPPED_WITH_PARENT, str(os.getpid()), *command]
 
 
 def stop(process: subprocess.Popen, stop_signals: Sequence[int]) -> None:

@@ -1,10 +1,13 @@
 """The `segments` command line: flags to parameters, the run summary, clear errors, generate."""
 
+import contextlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,3 +124,44 @@ def test_without_an_api_a_run_records_itself_in_a_temporary_server_it_then_stops
         task_runs = database.execute("SELECT state_name, count(*) FROM task_run GROUP BY state_name").fetchall()
     assert flow_runs == [("Completed",)]
     assert task_runs == [("Completed", 6)]
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_takes_its_temporary_server_with_it(tmp_path):
+    environment = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
+    environment["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    output = tmp_path / "output.txt"
+    with output.open("w") as written, subprocess.Popen(
+        [str(SEGMENTS), "run", "--demo-lines", "200000", "--target", str(tmp_path / "out")],
+        stdout=written, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+    ) as run:
+        try:
+            server = found_within(output, r"server ready at (\S+)", seconds=120)
+            run.kill()  # SIGKILL, as the OOM killer sends: none of the run's own clean-up happens
+            run.wait()
+            assert not still_answers_after(f"{server}/health", seconds=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)  # whatever the run left behind, so a failure leaks nothing
+
+
+def found_within(output: Path, pattern: str, seconds: float) -> str:
+    """The pattern's first group once it appears in the output file; fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (found := re.search(pattern, output.read_text())):
+        assert time.monotonic() < deadline, f"no {pattern!r} after {seconds} s in:\n{output.read_text()}"
+        time.sleep(0.2)
+    return found[1]
+
+
+def still_answers_after(url: str, seconds: float) -> bool:
+    """Whether the URL still answers after `seconds` (asked once a second): False as soon as it does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                pass
+        except OSError:  # refused, reset or timed out: URLError is an OSError too
+            return False
+        time.sleep(1)
+    return True
