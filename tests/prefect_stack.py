@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
-from flows.serve import PROJECT_DIR, READY_MESSAGE
+from flows.serve import PROJECT_DIR, READY_MESSAGE, free_port
 from tests.s3_server import (
-    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port, moto_s3_server, s3_test_client,
+    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, moto_s3_server, s3_test_client,
 )
 
 BIN = Path(sys.executable).parent

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from flows.serve import free_port
 from tasks import publish, sources
 from tasks.errors import InputError
 from tasks.ingest import load_transactions
@@ -24,7 +25,7 @@ from tests.ingest_samples import (
     LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )
 from tests.s3_server import (
-    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, free_port, moto_s3_server, s3_test_client,
+    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, moto_s3_server, s3_test_client,
 )
 
 SINGLE_FILE_FORMS = {

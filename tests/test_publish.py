@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.serve import free_port
 from tasks.publish import (
     LATEST_KEY,
     ArtifactStore,
@@ -27,7 +28,7 @@ from tasks.publish import (
     run_key,
     validate_run_id,
 )
-from tests.s3_server import free_port, moto_s3_server, s3_test_client
+from tests.s3_server import moto_s3_server, s3_test_client
 
 RUN_ID = "2026-11-26T20-51-30_ab12"
 OTHER_RUN_ID = "2026-11-27T08-00-00_cd34"

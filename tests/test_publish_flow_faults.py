@@ -27,6 +27,7 @@ from prefect.logging.handlers import APILogWorker
 from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation, is_transient_failure
 from flows.segmentation import publish_run as publish_task
+from flows.serve import free_port
 from tasks import publish
 from tasks.publish import (
     DEFAULT_LINK_EXPIRY_SECONDS, MANIFEST_NAME, S3_MAX_ATTEMPTS, PublishedRun, PublishError, S3Client, S3Settings,
@@ -139,7 +140,7 @@ class RestartableS3Server:
     """moto_server on one port that can be stopped and started again: empty, as moto keeps state in memory."""
 
     def __init__(self) -> None:
-        self.port = s3_server.free_port()
+        self.port = free_port()
         self._running: ExitStack | None = None
 
     @property
