@@ -457,21 +457,13 @@ def _check_workbook_archive(file: LocalFile, budget: MemoryBudget) -> None:
 # --- decoding in a child process ----------------------------------------------------------
 
 # The child process that reads Parquet files and workbooks (see ChildDecoder). It imports only the
-# readers, so it starts quickly. Each request is one JSON line, a function's name and its arguments;
-# each answer one JSON line with the function's result or the reason it failed, and the child's peak
-# memory so far.
+# readers and tasks.memory, so it starts quickly. Each request is one JSON line, a function's name and
+# its arguments; each answer one JSON line with the function's result or the reason it failed, and the
+# child's own peak memory so far (not ru_maxrss, which would include the flow run's: see tasks/memory.py).
 _CHILD_SCRIPT = """
 import json, sys
 import fastexcel, polars
-
-def peak_kib():
-    # The child's own peak, as tasks/memory.py reads it (not imported: the child imports only the readers).
-    # ru_maxrss would include a flow run's memory, and the child would be let go after every request.
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return 0  # unknown: the child is kept
+from tasks.memory import resident_memory
 
 def estimated_size(source, sample_rows):
     table = polars.scan_parquet(source)
@@ -497,11 +489,11 @@ for request in sys.stdin:
         panicked = type(error).__name__ == "PanicException"
         reason = "the reader failed on its contents" if panicked else str(error).strip() or type(error).__name__
         answer = {"error": reason.splitlines()[0]}
-    answer["peak_kib"] = peak_kib()
+    answer["peak_mib"] = getattr(resident_memory(), "peak_mib", 0)  # unknown without /proc: the child is kept
     print(json.dumps(answer), file=answers, flush=True)
 """
 # A child that has held more than this lets go after its answer, so its memory goes back to the system.
-_CHILD_PEAK_KIB = 256 * 1024
+_CHILD_PEAK_MIB = 256
 
 
 class ChildDecoder:
@@ -535,7 +527,7 @@ class ChildDecoder:
             if not answer:
                 raise _unreadable(file, suffix, f"the reader crashed on its contents with {_ending(_reaped(self._let_go()))}")
             outcome = json.loads(answer)
-            if outcome["peak_kib"] > _CHILD_PEAK_KIB:
+            if outcome["peak_mib"] > _CHILD_PEAK_MIB:
                 # It frees that memory as it exits, within a fraction of a second: nothing here waits for that.
                 threading.Thread(target=_reaped, args=(self._let_go(),), daemon=True).start()
         if "error" in outcome:

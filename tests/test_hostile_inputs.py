@@ -89,7 +89,7 @@ def test_the_decoding_child_is_kept_for_the_next_file_however_much_memory_its_pa
     decoder = ChildDecoder()
     monkeypatch.setattr(ingest, "_decoder", decoder)
     LINES.write_parquet(tmp_path / "lines.parquet")
-    parent_memory = b"\x01" * (2 * ingest._CHILD_PEAK_KIB * 1024)  # written, so resident
+    parent_memory = b"\x01" * (2 * ingest._CHILD_PEAK_MIB * 2**20)  # written, so resident
     load_transactions(tmp_path / "lines.parquet")
     child = decoder._child
     assert child is not None
