@@ -38,7 +38,7 @@ from schemas import RawTransactions
 from tasks.contracts import enforce
 from tasks.errors import ConfigurationError, InputError
 from tasks.generate import GeneratedData
-from tasks.sources import CHUNK_BYTES, LocalFile, fetched
+from tasks.sources import CHUNK_BYTES, LocalFile, fetched, shown_location
 
 CANONICAL_COLUMNS = (
     "InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country",
@@ -53,15 +53,22 @@ _READ_AS = {
 }
 KNOWN_ALIASES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 
-# Tried in order; the first that parses every non-null value wins, so "12/1/2010 8:26"
-# (US month-first, as in the widely shared CSV copy of Online Retail) is read as 1 December.
+# Tried in order; the first that parses every non-null value wins, so "12/13/2010 8:26"
+# (US month-first, as in the widely shared CSV copy of Online Retail) is read as 13 December.
 # A column must use one format: guessing per value could read "1/2/2011" and "2/1/2011" in one
-# column with different day-month orders, which would swap days and months without a word.
+# column with different day-month orders, which would swap days and months without a word. For
+# the same reason a column that both orders read in full, each differently (no day after the
+# 12th), is refused rather than read month-first: see _DAY_MONTH_TWINS.
 DATE_FORMATS = (
     "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
     "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
     "%d.%m.%Y %H:%M", "%Y-%m-%d",
 )
+_MONTH_FIRST_FORMATS = ("%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S")
+_DAY_MONTH_TWINS = {
+    **{month_first: month_first.replace("%m/%d", "%d/%m") for month_first in _MONTH_FIRST_FORMATS},
+    **{month_first.replace("%m/%d", "%d/%m"): month_first for month_first in _MONTH_FIRST_FORMATS},
+}
 # Spreadsheets in many locales export ';'- or tab-separated "CSV"; the header tells which one a file uses.
 SEPARATORS = (",", ";", "\t")
 
@@ -194,15 +201,16 @@ def load_transactions(
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
     if transactions.height == 0:
-        raise InputError(_NO_ROWS.format(source=text))
-    return IngestedTransactions(enforce(RawTransactions, transactions, f"Input {text}"), input_fingerprint)
+        raise InputError(_NO_ROWS.format(source=input_fingerprint.source))
+    return IngestedTransactions(enforce(RawTransactions, transactions, f"Input {input_fingerprint.source}"),
+                                input_fingerprint)
 
 
 def stage_transactions(
     source: str | Path, folder: Path, column_mapping: Mapping[str, str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> IngestedTransactions:
-    """load_transactions for input larger than memory: the lines are written to Parquet files in `folder`.
+    """load_transactions for input larger than memory: the lines are written to Parquet files under `folder`.
 
     Each table is read `batch_rows` rows at a time, converted and checked as load_transactions does
     (errors count rows from the table's start), and the result is a lazy scan of the files. A text
@@ -211,19 +219,20 @@ def stage_transactions(
     """
     text = str(source)
     folder.mkdir(parents=True, exist_ok=True)
-    batches = 0
+    # A folder of this call's own, so files an earlier call or a failed attempt left are never read back.
+    folder = Path(tempfile.mkdtemp(prefix="staged-", dir=folder))
+    batches = rows = 0
     with fetched(text, tuple(_SCANNERS)) as files:
         for file in files:
             for label, first_row, batch in read_file_batches(file, column_mapping or {}, MemoryBudget(sys.maxsize),
                                                               batch_rows):
                 where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
                 enforce(RawTransactions, batch, where).write_parquet(folder / f"{batches:06d}.parquet")
-                batches += 1
+                batches, rows = batches + 1, rows + batch.height
         input_fingerprint = fingerprint(text, files)
-    transactions = pl.scan_parquet(folder / "*.parquet")
-    if transactions.select(pl.len()).collect().item() == 0:
-        raise InputError(_NO_ROWS.format(source=text))
-    return IngestedTransactions(transactions, input_fingerprint)
+    if rows == 0:
+        raise InputError(_NO_ROWS.format(source=input_fingerprint.source))
+    return IngestedTransactions(pl.scan_parquet(folder / "*.parquet"), input_fingerprint)
 
 
 def read_file(file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget) -> list[pl.DataFrame]:
@@ -251,8 +260,9 @@ def read_file_batches(
                 for batch in batches:
                     yield table.label, first_row, canonicalize_types(
                         batch, table.label, later_date_format, None if batch_rows is None else first_row)
-                    if batch_rows is not None and later_date_format is None:
-                        later_date_format = best_date_format(batch["InvoiceDate"])  # the first batch's, for the rest
+                    if batch_rows is not None and later_date_format is None and batch["InvoiceDate"].count():
+                        # The first batch with a date decides the format of the rest.
+                        later_date_format = best_date_format(batch["InvoiceDate"], table.label)
                     first_row += batch.height
         except _UNREADABLE as error:
             raise _unreadable(file, suffix, _printable(_first_line(error))) from None
@@ -626,7 +636,13 @@ def canonicalize_types(
     ]
     if misfits:
         raise InputError(f"Input {source}: {'; '.join(misfits)}. Export those columns as plain values or as text.")
-    dates, dates_read_as = _as_datetime(table["InvoiceDate"], date_format)
+    # Writers that quote every field write an empty number or date as "", and some pad cells with
+    # blanks: such a cell is missing, as an unquoted empty field is, not a value that cannot be read.
+    table = table.with_columns(
+        pl.col(column).str.strip_chars().replace("", None)
+        for column in (*NUMBER_COLUMNS, "InvoiceDate") if table.schema[column] == pl.String
+    )
+    dates, dates_read_as = _as_datetime(table["InvoiceDate"], date_format, source)
     converted = {
         # One select, so the text columns are stripped in parallel.
         **table.select(_as_text(column, table.schema[column]) for column in TEXT_COLUMNS).to_dict(),
@@ -686,18 +702,19 @@ def _exact_whole_number(numbers: pl.Expr) -> pl.Expr:
     return pl.when(exact).then(numbers).cast(pl.Int64)
 
 
-def best_date_format(values: pl.Series) -> str | None:
+def best_date_format(values: pl.Series, source: str) -> str | None:
     """The first of DATE_FORMATS that fits every value or, if none does, the one that fits most; None for dates.
 
     Picking the best rather than giving up means the error raised by `_check_nothing_lost` lists the
-    truly odd values rather than every row.
+    truly odd values rather than every row. An InputError naming `source` if the day and month could
+    be either way round.
     """
     if values.dtype in (pl.Datetime, pl.Date):
         return None
-    return _best_parse(values)[0]
+    return _best_parse(values, source)[0]
 
 
-def _best_parse(text: pl.Series) -> tuple[str, pl.Series]:
+def _best_parse(text: pl.Series, source: str) -> tuple[str, pl.Series]:
     """best_date_format of the text, and the text parsed with it."""
     parsed = {}
     for date_format in DATE_FORMATS:
@@ -705,17 +722,36 @@ def _best_parse(text: pl.Series) -> tuple[str, pl.Series]:
         if parsed[date_format].count() == text.count():
             break
     best = max(parsed, key=lambda date_format: parsed[date_format].count())
+    if best in _DAY_MONTH_TWINS and parsed[best].count() == text.count():
+        _refuse_ambiguous_days(text, parsed[best], _parsed_dates(text, _DAY_MONTH_TWINS[best]), source)
     return best, parsed[best]
 
 
-def _as_datetime(values: pl.Series, date_format: str | None) -> tuple[pl.Series, str]:
-    """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors."""
+def _refuse_ambiguous_days(text: pl.Series, month_first: pl.Series, day_first: pl.Series, source: str) -> None:
+    """An InputError if the column reads in full both month-first and day-first, to different dates."""
+    if day_first.count() < text.count() or day_first.equals(month_first):
+        return
+    example = text.filter(month_first != day_first)[0]
+    raise InputError(
+        f"Input {source}: every date in column {text.name} reads both month-first and day-first (no day is after "
+        f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}. Export the dates as YYYY-MM-DD, "
+        "or as real dates (Parquet or Excel date cells)."
+    )
+
+
+def _as_datetime(values: pl.Series, date_format: str | None, source: str) -> tuple[pl.Series, str]:
+    """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors.
+
+    Datetimes with a time zone keep their clock time in that zone: invoice times are local.
+    """
     if values.dtype in (pl.Datetime, pl.Date):
+        if getattr(values.dtype, "time_zone", None):
+            values = values.dt.replace_time_zone(None)
         return values.cast(pl.Datetime("us")), _READ_AS[values.name]
     if date_format:
         parsed = _parsed_dates(values, date_format)
         return parsed, f"a date in the format {date_format} that the column's first rows have (one format per column)"
-    chosen, parsed = _best_parse(values)
+    chosen, parsed = _best_parse(values, source)
     if fitting := parsed.count():
         return parsed, f"a date in the format {chosen} that the column's other {fitting:,} value(s) have (one format per column)"
     return parsed, f"a date in one of the formats {', '.join(DATE_FORMATS)}"
@@ -749,13 +785,16 @@ def _quoted(value: object) -> str:
 
 
 def fingerprint(source: str, files: Sequence[LocalFile]) -> InputFingerprint:
-    """Total size and sha256 of the input: of its one file, or of the `sha256sum`-style listing of its files."""
+    """Total size and sha256 of the input: of its one file, or of the `sha256sum`-style listing of its files.
+
+    The source is kept as its shown_location: a presigned URL's signature goes no further.
+    """
     sizes_and_digests = [_size_and_sha256(file.path) for file in files]
     total_size = sum(size for size, _ in sizes_and_digests)
     if len(files) == 1:
-        return InputFingerprint(source, total_size, sizes_and_digests[0][1])
+        return InputFingerprint(shown_location(source), total_size, sizes_and_digests[0][1])
     listing = "".join(f"{digest}  {file.name}\n" for file, (_, digest) in zip(files, sizes_and_digests))
-    return InputFingerprint(source, total_size, hashlib.sha256(listing.encode()).hexdigest())
+    return InputFingerprint(shown_location(source), total_size, hashlib.sha256(listing.encode()).hexdigest())
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

@@ -22,7 +22,7 @@ from botocore import exceptions as boto_errors
 from tasks.errors import InputError
 from tasks.publish import (
     MISSING_AWS_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, is_missing_s3_object, is_transient_s3_error,
-    make_s3_client, s3_error_code, s3_http_status,
+    make_s3_client, s3_error_code, s3_http_status, without_query,
 )
 
 HTTP_TIMEOUT_SECONDS = 30.0  # per connect and per read, so a slow but steady download is not cut off
@@ -40,6 +40,14 @@ class TransientInputError(InputError):
     """The input could not be fetched for a reason that may pass by itself (network, 5xx); retrying may help."""
 
     retryable = True
+
+
+def shown_location(source: str) -> str:
+    """The source as messages, logs and reports show it: an http(s) URL without its query.
+
+    A presigned URL's query is its signature. Paths (a glob's '?') and S3 keys keep every character.
+    """
+    return without_query(source) if source.lower().startswith(("http://", "https://")) else source
 
 
 @dataclass(frozen=True)
@@ -174,16 +182,19 @@ def _explain_s3_error(error: boto_errors.ClientError, url: str, bucket: str) -> 
 
 
 def download_http(url: str, folder: Path) -> LocalFile:
-    """Stream `url` to a file in `folder`, trying again after a short pause when the failure may pass."""
+    """Stream `url` to a file in `folder`, trying again after a short pause when the failure may pass.
+
+    The file, and every error about it, is named by its shown_location.
+    """
     path = _download_path(folder, urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name))
     for attempt in range(1, HTTP_ATTEMPTS):
         try:
             _get(url, path)
-            return LocalFile(url, path)
+            return LocalFile(shown_location(url), path)
         except TransientInputError:
             time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
     _get(url, path)  # the last attempt: its failure goes to the caller
-    return LocalFile(url, path)
+    return LocalFile(shown_location(url), path)
 
 
 def _get(url: str, path: Path) -> None:
@@ -194,11 +205,11 @@ def _get(url: str, path: Path) -> None:
                 shutil.copyfileobj(response, file, CHUNK_BYTES)
         except urllib.error.HTTPError as error:
             error.close()
-            raise _explain_http_status(url, error.code, error.reason) from error
+            raise _explain_http_status(shown_location(url), error.code, error.reason) from error
         except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
             reason = getattr(error, "reason", None) or error
             raise TransientInputError(
-                f"Input {url}: the server could not be reached or stopped answering ({reason}); retrying may help."
+                f"Input {shown_location(url)}: the server could not be reached or stopped answering ({reason}); retrying may help."
             ) from error
 
 

@@ -9,10 +9,11 @@ import polars as pl
 from tests.conftest import invoice_lines
 from tests.xlsx_writer import write_xlsx
 
+# Each month has a day after the 12th, so text dates read only one way round, even month by month.
 LINES = invoice_lines(
     ("536365", "85123A", 6, "2010-12-01 08:26", 2.55, 17850),
-    ("536366", "22633", 6, "2010-12-01 08:28", 1.85, None),
-    ("C536379", "D", -1, "2011-12-09 12:50", 27.5, 14527, "France"),
+    ("536366", "22633", 6, "2010-12-14 08:28", 1.85, None),
+    ("C536379", "D", -1, "2011-12-19 12:50", 27.5, 14527, "France"),
 ).with_columns(Description=pl.Series(["HEART T-LIGHT £1", "Café mug", "Rabatt für Tüten"]))  # Latin-1, not ASCII
 
 ONLINE_RETAIL_II_NAMES = {"InvoiceNo": "Invoice", "UnitPrice": "Price", "CustomerID": "Customer ID"}

@@ -52,7 +52,35 @@ def test_fingerprint_is_size_and_sha256(tmp_path):
     assert fingerprint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_blank_numbers_and_dates_are_missing_values(tmp_path):
+    # As writers that quote every field, or pad cells, write them: the guest's CustomerID is "".
+    text = as_us_text(LINES).with_columns(pl.all().cast(pl.String).fill_null(""))
+    padded = text.with_columns(pl.col("UnitPrice", "Quantity") + " ", pl.col("CustomerID").replace("", " "))
+    for name, frame in (("quoted.csv", text), ("padded.csv", padded)):
+        frame.write_csv(tmp_path / name, quote_style="always")
+        assert load_transactions(tmp_path / name).transactions.equals(LINES), name
+    blank_date = text.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("")).otherwise("InvoiceDate")
+                                   .alias("InvoiceDate"))
+    blank_date.write_csv(tmp_path / "blank_date.csv", quote_style="always")
+    assert load_transactions(tmp_path / "blank_date.csv").transactions["InvoiceDate"].null_count() == 1
+
+
+def test_zoned_times_keep_their_local_clock_time(tmp_path):
+    zoned = LINES.with_columns(pl.col("InvoiceDate").dt.replace_time_zone("America/New_York"))
+    zoned.write_parquet(tmp_path / "zoned.parquet")
+    assert load_transactions(tmp_path / "zoned.parquet").transactions.equals(LINES)
+
+
 # --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("date_format", ["%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M:%S"])
+def test_dates_that_read_both_day_first_and_month_first_are_refused(date_format, tmp_path):
+    first_week = LINES.with_columns(pl.col("InvoiceDate").dt.replace(day=pl.int_range(1, 4)).dt.strftime(date_format))
+    first_week.write_csv(tmp_path / "week.csv")
+    with pytest.raises(InputError, match=r"week\.csv: every date in column InvoiceDate reads both month-first and "
+                                         r"day-first .* e\.g\. '(01/12|12/01)/2010 08:26"):
+        load_transactions(tmp_path / "week.csv")
 
 
 def test_missing_file_is_named(tmp_path):

@@ -20,7 +20,7 @@ from flows.serve import free_port
 from tasks import publish, sources
 from tasks.errors import InputError
 from tasks.ingest import load_transactions
-from tasks.sources import TransientInputError
+from tasks.sources import TransientInputError, shown_location
 from tests.ingest_samples import (
     LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )
@@ -224,6 +224,18 @@ def test_http_download(form, samples, http_server):
     loaded = load_transactions(url)
     assert loaded.transactions.equals(LINES)
     assert loaded.fingerprint.source == url
+
+
+@pytest.mark.slow
+def test_a_presigned_urls_signature_stays_out_of_names_and_messages(samples, http_server):
+    url = url_of(http_server, samples.paths["parquet"]) + "?X-Amz-Signature=s3cr3t"
+    loaded = load_transactions(url)
+    assert loaded.transactions.equals(LINES)
+    assert loaded.fingerprint.source == url.partition("?")[0]
+    with pytest.raises(InputError) as error:
+        load_transactions(url_of(http_server, "parquet/missing.parquet") + "?X-Amz-Signature=s3cr3t")
+    assert "s3cr3t" not in str(error.value)
+    assert shown_location("months/2011-0?.csv") == "months/2011-0?.csv"  # a glob, not a query
 
 
 @pytest.mark.slow
