@@ -144,7 +144,7 @@ def load_transactions(source: str | DemoData, column_mapping: dict[str, str],
         loaded = ingest.stage_transactions(source, work_folder / "raw", column_mapping)
     else:
         loaded = ingest.load_transactions(source, column_mapping)
-    log_stage("ingest", started, rows=loaded.rows, source=publish.without_query(loaded.fingerprint.source))
+    log_stage("ingest", started, rows=loaded.rows, source=loaded.fingerprint.source)
     return loaded
 
 
@@ -166,6 +166,7 @@ def clean_transactions(
             cleaned = clean.clean_in_batches(raw.lazy(), work_folder / "clean", options)
     log_stage("clean", started, raw_rows=cleaned.funnel.raw_rows,
               clean_rows=cleaned.funnel.clean_rows, quarantined_rows=cleaned.funnel.quarantined_rows)
+    cleaned.funnel.require_customers()
     return cleaned
 
 

@@ -7,6 +7,7 @@ feature stage, which matches them to the purchases they reverse.
 """
 
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ import polars as pl
 from schemas import CleanTransactions
 from schemas.clean_transactions import EARLIEST_PLAUSIBLE_DATE
 from tasks.contracts import enforce
+from tasks.errors import InputError
 
 # Postage, carriage, manual lines, discounts, fees, samples, commissions and gift vouchers:
 # money moves, but no product does, so they say nothing about what a customer buys.
@@ -109,6 +111,20 @@ class CleaningFunnel:
     def quarantined_rows(self) -> int:
         return sum(outcome.removed_rows for outcome in self.outcomes)
 
+    def require_customers(self) -> None:
+        """An InputError if no customer is left to segment, naming the rule that removed the last ones."""
+        if self.clean_customers:
+            return
+        if not self.raw_customers:
+            raise InputError("Cleaning: no line has a CustomerID, so there is no customer to segment; check that "
+                             "the export includes customer numbers (map its column with --column-map if named otherwise).")
+        last = next(outcome for outcome in self.outcomes if outcome.customers_after == 0)
+        raise InputError(
+            f"Cleaning left no customer to segment: rule {last.rule} ({last.description}) removed the last of the "
+            f"input's {self.raw_customers:,} customers. Check the country filter and non-product codes against the "
+            "export's values."
+        )
+
     def quality(self) -> dict:
         """The funnel as plain JSON-able data (quality.json, manifest, report)."""
         return {
@@ -138,27 +154,34 @@ class CleanedTransactions:
         return self.funnel.quality()
 
 
-def clean_transactions(raw: pl.DataFrame, options: CleaningOptions = CleaningOptions()) -> CleanedTransactions:
-    """Apply RULES in order; return the clean lines (validated), the quarantine and per-rule counts."""
+def clean_transactions(raw: pl.DataFrame, options: CleaningOptions | None = None) -> CleanedTransactions:
+    """Apply RULES in order; return the clean lines (validated), the quarantine and per-rule counts.
+
+    Without options, the defaults, with "the future" starting now.
+    """
     numbered = raw.with_row_index(SOURCE_ROW)
-    lines, quarantine, tally = clean_batch(numbered, repeated_rows(numbered.lazy()), options)
+    lines, quarantine, tally = clean_batch(numbered, repeated_rows(numbered.lazy()), options or CleaningOptions())
     return CleanedTransactions(lines, quarantine, funnel_of([tally]))
 
 
-def clean_in_batches(raw: pl.LazyFrame, folder: Path, options: CleaningOptions = CleaningOptions(),
+def clean_in_batches(raw: pl.LazyFrame, folder: Path, options: CleaningOptions | None = None,
                      batch_rows: int = DEFAULT_BATCH_ROWS) -> CleanedTransactions:
-    """clean_transactions for input larger than memory: `batch_rows` lines at a time, results written to `folder`.
+    """clean_transactions for input larger than memory: `batch_rows` lines at a time, results written under `folder`.
 
-    The lines and quarantine become numbered Parquet files in folder/lines and folder/quarantine,
+    The lines and quarantine become numbered Parquet files in a new folder's lines/ and quarantine/,
     returned as lazy scans; memory holds one batch and the source rows of repeated lines.
     """
+    options = options or CleaningOptions()
+    folder.mkdir(parents=True, exist_ok=True)
+    # A folder of this call's own, so files an earlier call or a failed attempt left are never read back.
+    folder = Path(tempfile.mkdtemp(prefix="cleaned-", dir=folder))
     numbered = raw.with_row_index(SOURCE_ROW)
     repeated = repeated_rows(numbered)
     tallies = []
     for index, batch in enumerate(numbered.collect_batches(chunk_size=batch_rows)):
         lines, quarantine, tally = clean_batch(batch, repeated, options)
         for part, rows in (("lines", lines), ("quarantine", quarantine)):
-            (folder / part).mkdir(parents=True, exist_ok=True)
+            (folder / part).mkdir(exist_ok=True)
             rows.write_parquet(folder / part / f"{index:06d}.parquet")
         tallies.append(tally)
     return CleanedTransactions(pl.scan_parquet(folder / "lines" / "*.parquet"),
@@ -188,7 +211,7 @@ def clean_batch(numbered: pl.DataFrame, repeated: pl.Series,
         pl.col(RANK).replace_strict(range(len(RULES)), rule_names, return_dtype=pl.String).alias(RULE)).drop(RANK)
     lines = enforce(CleanTransactions, ranked.filter(is_clean).drop(SOURCE_ROW, RANK), "Cleaning")
     rows_per_rank = dict(ranked[RANK].value_counts().iter_rows())
-    furthest_rank = (ranked.lazy().drop_nulls("CustomerID").group_by("CustomerID").agg(pl.col(RANK).max())
+    furthest_rank = (ranked.lazy().filter(pl.col("CustomerID") >= 0).group_by("CustomerID").agg(pl.col(RANK).max())
                      .collect(engine="streaming"))
     return lines, quarantine, RankTally(tuple(rows_per_rank.get(rank, 0) for rank in range(len(RULES) + 1)),
                                         furthest_rank)

@@ -1,5 +1,7 @@
 """Cleaning rules: attribution to the first matching rule, exact reconciliation, the contract."""
 
+from datetime import datetime, timedelta
+
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 
 from schemas import CleanTransactions
 from tasks.clean import RULES, CleaningOptions, clean_transactions
+from tasks.errors import InputError
 from tasks.ingest import load_transactions
 from tests.conftest import RAW_SCHEMA, invoice_lines
 
@@ -75,6 +78,35 @@ def test_quality_counts_every_rule_in_order():
     assert [rule["rule"] for rule in quality["rules"]] == [rule.name for rule in RULES]
     assert quality["raw_rows"] == 2 and quality["clean_rows"] == 1 and quality["quarantined_rows"] == 1
     assert quality["raw_customers"] == 1 and quality["clean_customers"] == 1
+
+
+def test_negative_placeholders_are_not_counted_as_customers():
+    raw = invoice_lines(
+        ("536365", "85123A", 6, "2010-12-01 08:26", 2.55, 17850),
+        ("536366", "22633", 6, "2010-12-01 08:28", 1.85, -1),
+        ("536367", "22633", 6, "2010-12-01 08:29", 1.85, 14527),
+    )
+    quality = clean_transactions(raw).quality()
+    assert quality["raw_customers"] == 2 and quality["rules"][0]["customers_after"] == 2
+
+
+def test_the_default_future_starts_when_cleaning_runs():
+    just_now = (datetime.now() - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S")  # after tasks.clean's import
+    raw = invoice_lines(("536365", "85123A", 6, just_now[:16], 2.55, 17850)).with_columns(
+        InvoiceDate=pl.lit(datetime.fromisoformat(just_now)))
+    assert clean_transactions(raw).quarantine.height == 0
+
+
+@pytest.mark.parametrize("customer, countries, message", [
+    (17850, ("Narnia",), r"rule country_not_selected \(Country is outside the chosen country filter\) removed the "
+                         r"last of the input's 1 customers"),
+    (None, (), r"no line has a CustomerID"),
+])
+def test_no_customer_left_is_an_input_error_naming_the_rule(customer, countries, message):
+    raw = invoice_lines(("536365", "85123A", 6, "2010-12-01 08:26", 2.55, customer))
+    funnel = clean_transactions(raw, CleaningOptions(countries=countries)).funnel
+    with pytest.raises(InputError, match=message):
+        funnel.require_customers()
 
 
 def test_input_frame_is_not_modified():

@@ -31,7 +31,7 @@ def test_cleaning_in_batches_equals_cleaning_in_memory(generated, tmp_path):
     in_memory = clean_transactions(generated)
     # An odd batch size puts copies of a duplicated line in different batches.
     streamed = clean_in_batches(generated.lazy(), tmp_path, batch_rows=3_001)
-    assert len(list((tmp_path / "lines").glob("*.parquet"))) == 10
+    assert len(list(tmp_path.glob("*/lines/*.parquet"))) == 10
     assert_same_cleaning(streamed, in_memory)
     assert in_memory.funnel.outcomes[2].removed_rows > 0  # the generator plants exact duplicates
     features = build_features(streamed.lines, streamed.returns)
@@ -68,14 +68,42 @@ def test_a_bad_value_in_a_late_batch_is_named_by_its_row_in_the_file(tmp_path):
 
 
 def test_a_date_format_the_first_batch_rules_out_is_refused_by_row(tmp_path):
-    dates = ["01/02/2011 10:00"] * 3 + ["25/02/2011 10:00"]  # month-first fits the first batch only
+    dates = ["01/13/2011 10:00"] * 3 + ["25/02/2011 10:00"]  # month-first fits the first batch only
     lines = generate_transactions(1_000, seed=3).transactions.head(4).with_columns(
         pl.Series("InvoiceDate", dates))
     export = tmp_path / "export.csv"
     lines.write_csv(export)
-    assert load_transactions(export).transactions["InvoiceDate"].dt.day().to_list() == [1, 1, 1, 25]
     with pytest.raises(InputError, match=r"format %m/%d/%Y %H:%M that the column's first rows have.*'25/02/2011 10:00' \(row 4\)"):
         stage_transactions(export, tmp_path / "staged", batch_rows=3)
+
+
+def test_the_date_format_comes_from_the_first_batch_with_a_date(tmp_path):
+    dates = [None] * 3 + ["25/02/2011 10:00"]  # every format fits the empty first batch
+    lines = generate_transactions(1_000, seed=3).transactions.head(4).with_columns(
+        pl.Series("InvoiceDate", dates, dtype=pl.String))
+    export = tmp_path / "export.csv"
+    lines.write_csv(export)
+    staged = stage_transactions(export, tmp_path / "staged", batch_rows=3).transactions.collect()
+    assert staged["InvoiceDate"].dt.day().to_list() == [None, None, None, 25]
+
+
+def test_a_header_only_input_is_refused_when_streamed(tmp_path):
+    export = tmp_path / "header.csv"
+    generate_transactions(1_000, seed=3).transactions.clear().write_csv(export)
+    with pytest.raises(InputError, match=r"header\.csv: there is a header but no rows"):
+        stage_transactions(export, tmp_path / "staged")
+
+
+def test_staging_and_cleaning_read_back_only_their_own_files(tmp_path):
+    # As a retried task does: the same folder again, after an earlier attempt with more lines.
+    larger, smaller = tmp_path / "larger.parquet", tmp_path / "smaller.parquet"
+    generate_transactions(3_000, seed=3).transactions.write_parquet(larger)
+    generate_transactions(1_000, seed=3).transactions.write_parquet(smaller)
+    for export, batch_rows in ((larger, 500), (smaller, 300)):
+        staged = stage_transactions(export, tmp_path / "raw", batch_rows=batch_rows)
+        cleaned = clean_in_batches(staged.transactions, tmp_path / "clean", batch_rows=batch_rows)
+    assert staged.rows == pl.read_parquet(smaller).height
+    assert cleaned.lines.collect().height + cleaned.quarantine.collect().height == staged.rows
 
 
 @pytest.mark.usefixtures("prefect_server")
