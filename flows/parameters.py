@@ -141,7 +141,8 @@ class SegmentationParameters(RunParameters):
         default=0.01, ge=0, lt=0.5, description="Clusters smaller than this share of customers join the outliers.",
     )
     max_outlier_share: float = Field(
-        default=0.15, gt=0, le=1, description="The automatic eps search only accepts fits with at most this share of outliers.",
+        default=0.15, gt=0, le=1, description="The automatic eps search prefers fits with at most this share of outliers "
+        "(if none stays within it, the fit with the fewest outliers).",
     )
     stability_resamples: int = Field(
         default=10, ge=1, le=200, description="Bootstrap resamples behind the stability metric.",

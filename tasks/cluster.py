@@ -10,7 +10,8 @@ The rules, in the order they apply:
   point farthest below the chord of the normalised curve. Around it, EPS_MULTIPLIERS are tried;
   among those that leave at most `max_outlier_share` of customers as outliers, the one whose
   DBSCAN clusters are most stable under bootstrap resampling wins (stability rounded to two
-  decimals; ties go to the larger eps, which leaves fewer outliers). A user-given eps skips it.
+  decimals; ties go to the larger eps, which leaves fewer outliers). If none stays within the cap,
+  the one with the fewest outliers wins, and the outlier share reported shows it. A user-given eps skips it.
 - Clusters smaller than `min_segment_share` of customers are folded into the outliers group
   (-1); beyond `max_segments` clusters, the smallest are folded too. Outliers are profiled and
   reported as their own group, never dropped.
@@ -19,10 +20,15 @@ The rules, in the order they apply:
   tiers at the cluster's own medians of Amount and Recency, until there are enough. A tier
   below `min_segment_share` (ties at a median can leave one nearly empty) joins the outliers. The assignment keeps both levels: `cluster` from DBSCAN,
   `segment` for the campaign.
-- Stability: the mean adjusted Rand index between the labels of the full fit and those of
-  models fitted on bootstrap resamples (duplicates as DBSCAN sample weights) and assigned back
-  to all customers with the model's own rule (tasks/model.py). The search scores clusters; the
-  reported metric scores the campaign segments.
+- Labels: every customer gets the fitted model's rule (tasks/model.py): the cluster of the nearest
+  core sample within eps. DBSCAN's own labels differ only for border points, which scikit-learn
+  gives to whichever cluster reaches them first; this way the published model reproduces the
+  published labels.
+- Stability: the mean adjusted Rand index between the labels of the fit and those of models
+  fitted on bootstrap resamples (duplicates as DBSCAN sample weights), both by the model's rule
+  on the fitted customers. The search scores clusters; the reported metric scores the campaign
+  segments. A fit with one label only (all outliers, say) has no stability (None): the index
+  calls any two such labelings identical.
 
 Scale: clustering fits DBSCAN up to 31 times (6 eps candidates, 3 resamples for each within the
 outlier cap, then 7 more resamples for the stability's 10), and on these features a neighbourhood
@@ -58,6 +64,7 @@ from sklearn.preprocessing import RobustScaler, StandardScaler
 from schemas import SegmentAssignments
 from schemas.segment_assignments import OUTLIER, RISK_LEVELS
 from tasks.contracts import enforce
+from tasks.errors import InputError
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
 from tasks.model import RISK_WEIGHTS, SegmentModel, Tiering, risk_level, tier_of, weighted_risk
 
@@ -101,7 +108,7 @@ class Segmentation:
     assignments: pl.DataFrame  # SegmentAssignments
     profiles: pl.DataFrame     # one row per segment, the outliers group included
     model: SegmentModel
-    k_distances: np.ndarray    # ascending distance of each customer to its min_samples-th neighbour
+    k_distances: np.ndarray    # ascending distance of each fitted customer to its min_samples-th neighbour
     eps_search: list[dict]     # every eps tried: eps, clusters, segments, outlier_share, stability
     projection: pl.DataFrame   # CustomerID, pc1, pc2
     metrics: dict = field(default_factory=dict)
@@ -117,19 +124,27 @@ class Segmentation:
 
 def fit_segments(features: pl.DataFrame, options: ClusteringOptions = ClusteringOptions()) -> Segmentation:
     """Cluster CustomerFeatures with DBSCAN, refine into campaign segments and describe each one."""
+    min_samples = options.min_samples or 2 * len(options.features)
+    if features.height < min_samples:
+        raise InputError(
+            f"Clustering: {features.height:,} customer(s) left after cleaning, but a DBSCAN cluster needs at least "
+            f"min_samples = {min_samples} customers close together. Segment a larger input, or widen the country filter."
+        )
     matrix, center, scale = scaled_matrix(features, options)
     rows = fit_rows(features.height, options)
     fit_matrix, fit_features = matrix[rows], features[rows]
-    min_samples = options.min_samples or 2 * matrix.shape[1]
     k_distances = sorted_k_distances(fit_matrix, min_samples)
     base = replace(options, min_samples=min_samples)
     resamples = Resamples(fit_matrix, fit_features, base, center, scale)
     if options.eps:
-        fitted, eps_search = fit_model(fit_matrix, fit_features, options.eps, base, center, scale), []
+        (model, _, _), eps_search = fit_model(fit_matrix, fit_features, options.eps, base, center, scale), []
     else:
-        eps_search, fitted = search_eps(fit_matrix, fit_features, knee_of(k_distances), base, center, scale, resamples)
-    model, _, fit_segment_ids = fitted
-    clusters, segments = labels_of_everyone(fitted, features, matrix)
+        eps_search, (model, _, _) = search_eps(
+            fit_matrix, fit_features, searched_knee(k_distances), base, center, scale, resamples)
+    # Everyone is labelled by the model's rule, not DBSCAN's labels_: scikit-learn gives a border point
+    # to whichever cluster reaches it first, so only this rule lets the published model reproduce them.
+    clusters = model.clusters_of(matrix)
+    segments = model.segments_of(features, clusters)
     labelled = features.with_columns(
         pl.Series("cluster", clusters), pl.Series("segment", segments), risk_score(features))
     readings = read_segments(labelled, {segment: tier for (cluster, tier), segment in model.segment_ids.items()
@@ -147,7 +162,7 @@ def fit_segments(features: pl.DataFrame, options: ClusteringOptions = Clustering
     )
     [resampled] = resamples.models([model.eps], options.resamples)
     stability = mean_agreement(
-        fit_segment_ids, in_parallel(lambda m: m.segments_of(fit_features, m.clusters_of(fit_matrix)), resampled))
+        segments[rows], in_parallel(lambda m: m.segments_of(fit_features, m.clusters_of(fit_matrix)), resampled))
     return Segmentation(
         assignments=assignments,
         profiles=profile_segments(features.join(assignments, on="CustomerID"), readings),
@@ -167,15 +182,6 @@ def fit_rows(customers: int, options: ClusteringOptions) -> np.ndarray:
     return np.sort(np.random.default_rng(options.seed).choice(customers, options.fit_sample, replace=False))
 
 
-def labels_of_everyone(fitted: "FittedModel", features: pl.DataFrame, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster and segment of every customer: DBSCAN's own if all were fitted, else the fitted model's rule."""
-    model, clusters, segments = fitted
-    if len(clusters) == features.height:
-        return clusters, segments
-    clusters = model.clusters_of(matrix)
-    return clusters, model.segments_of(features, clusters)
-
-
 def scaled_matrix(features: pl.DataFrame, options: ClusteringOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log1p of the chosen features, scaled; also the scaler's centre and scale for the model."""
     logged = np.log1p(features.select(options.features).to_numpy().astype(np.float64))
@@ -188,6 +194,17 @@ def sorted_k_distances(matrix: np.ndarray, k: int) -> np.ndarray:
     """Distance from each point to its k-th nearest neighbour, itself counted first as DBSCAN does."""
     distances, _ = NearestNeighbors(n_neighbors=min(k, len(matrix))).fit(matrix).kneighbors(matrix)
     return np.sort(distances[:, -1])
+
+
+def searched_knee(k_distances: np.ndarray) -> float:
+    """knee_of the k-distances; an InputError when it is 0, where customers share their features and eps would be 0."""
+    knee = knee_of(k_distances)
+    if knee <= 0:
+        raise InputError(
+            "Clustering: most customers have identical clustering features, so the k-distance curve has no knee "
+            "to take eps from. Give eps explicitly, or segment a more varied input."
+        )
+    return knee
 
 
 def knee_of(curve: np.ndarray) -> float:
@@ -341,12 +358,18 @@ def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     DBSCAN fits are most of clustering's time, spent mostly in scikit-learn's neighbour searches,
     which release the GIL: two cores fit the eps search's models in about 60% of one core's time.
     """
-    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS has no affinity
+    with ThreadPoolExecutor(max_workers=cores) as pool:
         return list(pool.map(work, items))
 
 
-def mean_agreement(reference: np.ndarray, labelings: list[np.ndarray]) -> float:
-    """Mean adjusted Rand index of each labeling against the reference."""
+def mean_agreement(reference: np.ndarray, labelings: list[np.ndarray]) -> float | None:
+    """Mean adjusted Rand index of each labeling against the reference; None for a reference of one label.
+
+    Two one-label labelings agree perfectly by the index, which says nothing about stability.
+    """
+    if len(np.unique(reference)) < 2:
+        return None
     return float(np.mean([adjusted_rand_score(reference, labels) for labels in labelings]))
 
 

@@ -1,7 +1,8 @@
 """The fitted segmentation as a model that labels customers it has never seen.
 
-A customer joins the cluster of the nearest DBSCAN core sample within eps (DBSCAN's own rule
-for border points), or the outliers when no core sample is that close. Inside a cluster that
+A customer joins the cluster of the nearest DBSCAN core sample within eps, or the outliers when
+no core sample is that close. The published labels of the fitted customers follow the same rule
+(see tasks/cluster.py), so the model reproduces them. Inside a cluster that
 was refined into campaign tiers, Amount and Recency thresholds pick the tier. Everything is
 stored as JSON plus a Parquet table of core samples: no pickle, so loading a model from a
 bucket never executes code.

@@ -7,11 +7,13 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.tree import DecisionTreeClassifier
 
 from schemas import SegmentAssignments
+from schemas.segment_assignments import OUTLIER
 from tasks.clean import CleaningOptions, clean_transactions
 from tasks.cluster import (
     EPS_MULTIPLIERS, ClusteringOptions, describe_profile, fit_segments, fold_small_clusters, knee_of,
-    number_segments, plan_tierings, risk_score, weighted_median,
+    mean_agreement, number_segments, plan_tierings, risk_score, weighted_median,
 )
+from tasks.errors import InputError
 from tasks.features import build_features
 from tasks.generate import generate_transactions
 from tasks.ingest import load_transactions
@@ -224,3 +226,38 @@ def test_real_data_gives_usable_stable_campaign_segments(real_data, countries):
     labelled = features.join(result.assignments, on="CustomerID")
     tree = DecisionTreeClassifier(max_depth=1).fit(labelled.select("UniqueYears").to_numpy(), labelled["segment"])
     assert tree.score(labelled.select("UniqueYears").to_numpy(), labelled["segment"]) < 0.90
+
+
+def touching_blobs(seed: int) -> pl.DataFrame:
+    """Three groups of 150 customers in (Amount, AvgOrderValue) close enough to share border points."""
+    rng = np.random.default_rng(seed)
+    points = np.vstack([rng.normal(centre, 0.5, size=(150, 2)) for centre in ([6, 6], [8.2, 6], [7.1, 7.9])])
+    n = len(points)
+    return blobs().head(1).select(pl.all().repeat_by(n).explode()).with_columns(
+        CustomerID=pl.int_range(n), Amount=np.expm1(points[:, 0]), AvgOrderValue=np.expm1(points[:, 1]))
+
+
+def test_the_model_reproduces_every_published_label_border_points_included():
+    # scikit-learn gives a border point to whichever cluster reaches it first, the model to the nearest core
+    # sample's: the published labels must be the model's. (Seed 6 has such a point.)
+    options = ClusteringOptions(features=("Amount", "AvgOrderValue"), eps=0.3, min_samples=12, resamples=1, min_segments=1)
+    for seed in range(8):
+        features = touching_blobs(seed)
+        result = fit_segments(features, options)
+        assert result.model.assign(features).select("cluster", "segment").equals(
+            result.assignments.select("cluster", "segment")), seed
+
+
+@pytest.mark.parametrize("features, message", [
+    (blobs().head(5), r"5 customer\(s\) left after cleaning, but a DBSCAN cluster needs at least min_samples = 6"),
+    (blobs().head(1).select(pl.all().repeat_by(40).explode()).with_columns(CustomerID=pl.int_range(40)),
+     r"identical clustering features"),
+])
+def test_too_few_or_identical_customers_are_an_input_error(features, message):
+    with pytest.raises(InputError, match=message):
+        fit_segments(features, THREE_FEATURES)
+
+
+def test_a_fit_of_one_label_has_no_stability():
+    assert mean_agreement(np.full(10, OUTLIER), [np.full(10, OUTLIER)]) is None
+    assert mean_agreement(np.array([0, 0, 1, 1]), [np.array([1, 1, 0, 0])]) == 1.0
