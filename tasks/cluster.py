@@ -66,7 +66,7 @@ from schemas.segment_assignments import OUTLIER, RISK_LEVELS
 from tasks.contracts import enforce
 from tasks.errors import InputError
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
-from tasks.model import RISK_WEIGHTS, SegmentModel, Tiering, risk_level, tier_of, weighted_risk
+from tasks.model import RISK_WEIGHTS, SegmentModel, Tiering, risk_level, tiers_of, weighted_risk
 
 PROFILED_FEATURES = (
     "Recency", "FrequencyPurchase", "Amount", "NumUniqueItems", "UniqueYears", "Tenure",
@@ -256,11 +256,7 @@ def fit_model(
     min_size = options.min_segment_share * weights.sum()
     clusters = fold_small_clusters(dbscan.labels_, min_size, options.max_segments, weights)
     tierings = plan_tierings(features, clusters, weights, options)
-    tiers = np.zeros(len(clusters), dtype=np.int64)
-    amount, recency = features["Amount"].to_numpy(), features["Recency"].to_numpy()
-    for cluster, tiering in tierings.items():
-        members = clusters == cluster
-        tiers[members] = tier_of(amount[members], recency[members], tiering)
+    tiers = tiers_of(features, clusters, tierings)
     model = SegmentModel(
         features=tuple(options.features), center=center, scale=scale, eps=float(eps),
         min_samples=options.min_samples, core_points=matrix[dbscan.core_sample_indices_],

@@ -55,6 +55,16 @@ def tier_of(amount: np.ndarray, recency: np.ndarray, tiering: Tiering) -> np.nda
     return 2 * (amount < tiering.amount_threshold) + (recency >= tiering.recency_threshold)
 
 
+def tiers_of(features: pl.DataFrame, clusters: np.ndarray, tierings: dict[int, Tiering]) -> np.ndarray:
+    """Each customer's tier in their cluster's tiering (tier_of); 0 in a cluster without one."""
+    amount, recency = features["Amount"].to_numpy(), features["Recency"].to_numpy()
+    tiers = np.zeros(len(clusters), dtype=np.int64)
+    for cluster, tiering in tierings.items():
+        members = clusters == cluster
+        tiers[members] = tier_of(amount[members], recency[members], tiering)
+    return tiers
+
+
 @dataclass(frozen=True)
 class SegmentModel:
     features: tuple[str, ...]
@@ -82,11 +92,7 @@ class SegmentModel:
 
     def segments_of(self, features: pl.DataFrame, clusters: np.ndarray) -> np.ndarray:
         """Campaign segment of each customer from their cluster and, in refined clusters, their tier."""
-        amount, recency = features["Amount"].to_numpy(), features["Recency"].to_numpy()
-        tiers = np.zeros(len(clusters), dtype=np.int64)
-        for cluster, tiering in self.tierings.items():
-            members = clusters == cluster
-            tiers[members] = tier_of(amount[members], recency[members], tiering)
+        tiers = tiers_of(features, clusters, self.tierings)
         return np.array(
             [self.segment_ids.get((cluster, tier), OUTLIER) for cluster, tier in zip(clusters.tolist(), tiers.tolist())],
             dtype=np.int64,
