@@ -55,9 +55,14 @@ def features_of(df: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
     country = purchases.sort_values(["InvoiceDate", "Country"]).groupby("CustomerID")["Country"].last()
     bought = purchases.groupby(["CustomerID", "StockCode"]).agg(
         BoughtUnits=("Quantity", "sum"), BoughtValue=("LineValue", "sum"))
+    movements = pd.concat([purchases[returns.columns], returns]).sort_values(["InvoiceDate", "Quantity"],
+                                                                         ascending=[True, False])
+    balance = movements.groupby(["CustomerID", "StockCode"])["Quantity"].cumsum()
+    lowest = balance.groupby([movements["CustomerID"], movements["StockCode"]]).min()
     returned = (-returns["Quantity"]).groupby([returns["CustomerID"], returns["StockCode"]]).sum()
+    returned = returned + lowest.clip(upper=0).reindex(returned.index)
     products = bought.join(returned.rename("ReturnedUnits"), how="left")
-    matched = np.minimum(products["ReturnedUnits"].fillna(0), products["BoughtUnits"])
+    matched = products["ReturnedUnits"].fillna(0)
     products["ReturnedValue"] = np.where(matched == products["BoughtUnits"], products["BoughtValue"],
                                          matched * products["BoughtValue"] / products["BoughtUnits"])
     totals = products.groupby(level="CustomerID").agg(

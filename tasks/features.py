@@ -4,10 +4,12 @@ Recency and Tenure count calendar days from the day of the last (first) purchase
 snapshot date, so with the default snapshot, the day after the last invoice, a customer who
 bought on the last day has Recency 1.
 
-Returns are matched per customer and StockCode: a customer can return at most the units of a
-product they bought within the data, valued at their average price for it. Returns of products
-bought before the data starts cannot be matched and are ignored, so net revenue never goes
-below zero and ReturnRate stays within [0, 1]; a product returned in full nets to exactly zero.
+Returns are matched per customer and StockCode: a return counts only against the units of that
+product the customer bought within the data on or before its date (purchases first within the
+same minute), valued at their average price for the product. Units returned beyond those bought
+so far are returns of purchases made before the data starts: they cannot be matched and are
+ignored, even if the customer buys the product again later. So net revenue never goes below zero
+and ReturnRate stays within [0, 1]; a product returned in full nets to exactly zero.
 
 MeanInterpurchaseDays is the time from first to last invoice, in fractional days, divided by
 the number of gaps (invoices - 1). A one-time buyer has no gap; for them it is their Tenure,
@@ -91,13 +93,39 @@ def products_bought(purchases: pl.LazyFrame, returns: pl.LazyFrame) -> pl.LazyFr
     bought = purchases.group_by("CustomerID", "StockCode").agg(
         pl.col("Quantity").sum().alias("BoughtUnits"), pl.col("LineValue").sum().alias("BoughtValue"),
     )
-    returned = returns.group_by("CustomerID", "StockCode").agg(pl.col("Quantity").abs().sum().alias("ReturnedUnits"))
-    return bought.join(returned, on=["CustomerID", "StockCode"], how="left").with_columns(returned_value())
+    return (
+        bought.join(returned_units(purchases, returns), on=["CustomerID", "StockCode"], how="left")
+        .with_columns(returned_value())
+    )
+
+
+def returned_units(purchases: pl.LazyFrame, returns: pl.LazyFrame) -> pl.LazyFrame:
+    """ReturnedUnits per customer and product returned: the units returned that were bought here before.
+
+    In time order, purchases before returns within a minute, the units bought minus the units returned
+    so far fall below zero only by returns of purchases made before the data starts; the lowest they
+    fall is the units that cannot be matched.
+    """
+    product = ["CustomerID", "StockCode"]
+    returned = returns.select(*product, "InvoiceDate", -pl.col("Quantity").abs())
+    # Only the purchases of returned products are ordered in time: a small share of the lines.
+    bought = purchases.join(returned.select(product), on=product, how="semi").select(*product, "InvoiceDate", "Quantity")
+    # Descending Quantity puts a minute's purchases before its returns.
+    in_time_order = pl.col("Quantity").sort_by("InvoiceDate", "Quantity", descending=[False, True])
+    return (
+        pl.concat([bought, returned])
+        .group_by(product)
+        .agg(
+            -pl.col("Quantity").filter(pl.col("Quantity") < 0).sum().alias("ReturnedUnits"),
+            in_time_order.cum_sum().min().alias("LowestBalance"),
+        )
+        .select(*product, pl.col("ReturnedUnits") + pl.col("LowestBalance").clip(upper_bound=0))
+    )
 
 
 def returned_value() -> pl.Expr:
-    """ReturnedValue of one product: the returned units, up to the units bought, at the average price paid."""
-    matched_units = pl.min_horizontal(pl.col("ReturnedUnits").fill_null(0), "BoughtUnits")
+    """ReturnedValue of one product: the matched returned units at the average price paid."""
+    matched_units = pl.col("ReturnedUnits").fill_null(0)
     # A product returned in full must net to exactly zero, which units x average price misses by rounding.
     return (
         pl.when(matched_units == pl.col("BoughtUnits")).then(pl.col("BoughtValue"))

@@ -84,6 +84,8 @@ _LISTED_NAMES = 20
 _SHOWN_CHARACTERS = 80  # of a value, column name or reader error quoted in a message
 _SAMPLE_ROWS = 10_000
 _GZIP_MAGIC = b"\x1f\x8b"
+# Excel's "Unicode Text" is UTF-16 and starts with one of these byte-order marks; its every other byte is NUL.
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # C0 control characters other than tab, line feed and carriage return: text never holds them, binary data does.
 _CONTROL_CHARACTER = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _NOT_CONTROL = bytes(byte for byte in range(256) if not _CONTROL_CHARACTER.match(bytes([byte])))
@@ -327,6 +329,11 @@ class TextFacts:
 def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
     """The CSV as one lazy table, every column as text (types are decided later), decoded to UTF-8 if needed."""
     facts = _inspect_text(file.path)
+    if facts.first_line.startswith(_UTF16_BOMS):
+        raise InputError(
+            f"Input {file.name}: the file is UTF-16 text (such as Excel's \"Unicode Text\"), which is not read; "
+            "open it in Excel and save it as \"CSV UTF-8 (Comma delimited)\"."
+        )
     if facts.control_lines:
         raise InputError(
             f"Input {file.name}: control characters such as NUL bytes, which text never has, on line(s) "

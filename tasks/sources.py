@@ -6,6 +6,7 @@ reader works on a file on disk and the fingerprint is of the bytes that were act
 
 import glob
 import http.client
+import logging
 import shutil
 import tempfile
 import time
@@ -25,6 +26,8 @@ from tasks.publish import (
     make_s3_client, s3_error_code, s3_http_status, without_query,
 )
 
+log = logging.getLogger(__name__)
+
 HTTP_TIMEOUT_SECONDS = 30.0  # per connect and per read, so a slow but steady download is not cut off
 HTTP_ATTEMPTS = 3  # the first try included; the flow's task retries come on top of these
 RETRY_BACKOFF_SECONDS = 0.25  # doubled after each failed attempt
@@ -33,6 +36,9 @@ CHUNK_BYTES = 1 << 20
 _GLOB_CHARACTERS = frozenset("*?[")
 # Hidden files, and "~$name.xlsx", the lock file Excel keeps next to a workbook while it is open.
 _NOT_DATA_PREFIXES = (".", "~$")
+# Excel workbooks in formats that are not read; Excel saves any of them as .xlsx, which is.
+_SAVE_AS_XLSX = (".xls", ".xlsm", ".xlsb")
+MAX_SKIPPED_NAMED = 10  # so a folder of thousands of other files gets a warning of readable length
 _RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})  # 4xx statuses that mean "try again later"
 
 
@@ -62,7 +68,8 @@ class LocalFile:
 def fetched(source: str, suffixes: Sequence[str]) -> Iterator[list[LocalFile]]:
     """The files `source` names, sorted by name; downloads live in a temporary folder until the block ends.
 
-    A folder, a glob or an S3 prefix ending in '/' stands for its files whose names end in one of `suffixes`.
+    A folder, a glob or an S3 prefix ending in '/' stands for its files whose names end in one of `suffixes`;
+    a warning names its other files and its sub-folders, and Excel workbooks in other formats are refused.
     """
     scheme = source.partition("://")[0].lower() if "://" in source else ""
     if not scheme:
@@ -88,15 +95,43 @@ def local_files(source: str, suffixes: Sequence[str]) -> list[LocalFile]:
 
 def _listed(source: str, paths: list[Path], suffixes: Sequence[str], where: str) -> list[LocalFile]:
     """The data files among `paths`; an error naming `source` if there are none."""
-    files = [LocalFile(str(path), path) for path in paths if path.is_file() and _is_data_file(path.name, suffixes)]
-    if not files:
+    data = [path for path in paths if path.is_file() and _is_data_file(path.name, suffixes)]
+    read = set(data)
+    _report_skipped(source, [
+        f"{path}/" if path.is_dir() else str(path) for path in paths if path not in read and _may_be_data(path.name)
+    ], suffixes)
+    if not data:
         raise InputError(f"Input {source}: no {_or_list(suffixes)} files {where}.")
-    return files
+    return [LocalFile(str(path), path) for path in data]
 
 
 def _is_data_file(name: str, suffixes: Sequence[str]) -> bool:
     """Whether a listed file is input data: it has one of `suffixes` and is neither hidden nor a lock file."""
-    return name.lower().endswith(tuple(suffixes)) and not name.startswith(_NOT_DATA_PREFIXES)
+    return name.lower().endswith(tuple(suffixes)) and _may_be_data(name)
+
+
+def _may_be_data(name: str) -> bool:
+    """Whether a listed name may be data to a user: it is neither hidden nor a lock file."""
+    return not name.startswith(_NOT_DATA_PREFIXES)
+
+
+def _report_skipped(source: str, skipped: list[str], suffixes: Sequence[str]) -> None:
+    """Refuse Excel workbooks that are not .xlsx; warn of the other names under `source` that are not read."""
+    workbooks = [name for name in skipped if name.lower().endswith(_SAVE_AS_XLSX)]
+    if workbooks:
+        raise InputError(
+            f"Input {source}: {_some_of(workbooks)} cannot be read ({_or_list(_SAVE_AS_XLSX)} workbooks are not "
+            "supported); open each in Excel and save it as .xlsx (Excel Workbook)."
+        )
+    if skipped:
+        log.warning("Input %s: %d name(s) skipped, not %s files: %s.", source, len(skipped), _or_list(suffixes),
+                    _some_of(skipped))
+
+
+def _some_of(names: list[str]) -> str:
+    """The first MAX_SKIPPED_NAMED of `names`, and how many more there are."""
+    listed = ", ".join(names[:MAX_SKIPPED_NAMED])
+    return listed if len(names) <= MAX_SKIPPED_NAMED else f"{listed} and {len(names) - MAX_SKIPPED_NAMED} more"
 
 
 def _or_list(suffixes: Sequence[str]) -> str:
@@ -120,9 +155,15 @@ def download_s3(url: str, suffixes: Sequence[str], folder: Path) -> list[LocalFi
 def _list_keys(client: S3Client, url: str, bucket: str, prefix: str, suffixes: Sequence[str]) -> list[str]:
     """Keys of the data files directly under `prefix` (not in its sub-folders), sorted."""
     with _s3_errors(url, bucket):
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-        keys = sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+        pages = list(client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"))
+    # The prefix itself is listed if it was made as a folder in the S3 console: an empty object, not data.
+    keys = sorted(item["Key"] for page in pages for item in page.get("Contents", []) if item["Key"] != prefix)
+    sub_folders = sorted(item["Prefix"] for page in pages for item in page.get("CommonPrefixes", []))
     data_keys = [key for key in keys if _is_data_file(PurePosixPath(key).name, suffixes)]
+    read = set(data_keys)
+    _report_skipped(url, [
+        key for key in keys + sub_folders if key not in read and _may_be_data(PurePosixPath(key).name)
+    ], suffixes)
     if not data_keys:
         raise InputError(f"Input {url}: no {_or_list(suffixes)} objects under this prefix.")
     return data_keys

@@ -77,6 +77,36 @@ def test_products_returned_in_full_net_to_exactly_zero(features):
     assert (customer["Amount"], customer["AvgOrderValue"], customer["ReturnRate"]) == (0.0, 0.0, 1.0)
 
 
+# 15000 buys 4 of 22423 in February and 6 more in March, 12.75 each.
+PURCHASES_OF_ONE_PRODUCT = (
+    ("550000", "22423", 4, "2011-02-01 10:00", 12.75, 15000),
+    ("560000", "22423", 6, "2011-03-01 10:00", 12.75, 15000),
+)
+
+
+def amount_and_return_rate(*lines: tuple) -> tuple[float, float]:
+    cleaned = clean_transactions(invoice_lines(*lines))
+    customer = build_features(cleaned.lines, cleaned.returns).row(0, named=True)
+    return customer["Amount"], customer["ReturnRate"]
+
+
+def test_a_return_dated_before_the_first_purchase_of_the_product_is_ignored():
+    # A unit bought before the data starts, returned in January: it nets against nothing bought later.
+    early_return = ("C540000", "22423", -1, "2011-01-15 10:00", 12.75, 15000)
+    assert amount_and_return_rate(*PURCHASES_OF_ONE_PRODUCT, early_return) == (127.5, 0.0)
+
+
+def test_a_return_counts_only_against_the_units_bought_by_its_date():
+    returned_after_first_purchase = ("C550001", "22423", -2, "2011-02-10 10:00", 12.75, 15000)
+    assert amount_and_return_rate(*PURCHASES_OF_ONE_PRODUCT, returned_after_first_purchase) == (102.0, 0.2)
+    # 10 returned with 4 bought so far: 6 of them were bought before the data starts, not in March.
+    more_than_bought_so_far = ("C550001", "22423", -10, "2011-02-10 10:00", 12.75, 15000)
+    assert amount_and_return_rate(*PURCHASES_OF_ONE_PRODUCT, more_than_bought_so_far) == (76.5, 0.4)
+    # Within one minute the purchase comes first, whatever the order of the lines.
+    same_minute = ("C550001", "22423", -4, "2011-02-01 10:00", 12.75, 15000)
+    assert amount_and_return_rate(same_minute, *PURCHASES_OF_ONE_PRODUCT) == (76.5, 0.4)
+
+
 def test_one_time_buyer_interpurchase_is_their_tenure(features):
     customer = features[12346]
     assert customer["FrequencyPurchase"] == 1

@@ -36,12 +36,24 @@ bought AS (
     SELECT CustomerID, StockCode, sum(Quantity) AS BoughtUnits, sum(LineValue) AS BoughtValue
     FROM purchases GROUP BY CustomerID, StockCode
 ),
+movements AS (
+    SELECT CustomerID, StockCode, InvoiceDate, Quantity FROM purchases SEMI JOIN returns USING (CustomerID, StockCode)
+    UNION ALL
+    SELECT CustomerID, StockCode, InvoiceDate, -abs(Quantity) FROM returns
+),
+balances AS (
+    -- Units bought minus units returned so far, purchases before returns within a minute.
+    SELECT CustomerID, StockCode, Quantity,
+           sum(Quantity) OVER (PARTITION BY CustomerID, StockCode ORDER BY InvoiceDate, Quantity DESC) AS Balance
+    FROM movements
+),
 returned AS (
-    SELECT CustomerID, StockCode, sum(-Quantity) AS ReturnedUnits
-    FROM returns GROUP BY CustomerID, StockCode
+    -- Below zero, the balance counts returns of purchases made before the data starts.
+    SELECT CustomerID, StockCode, sum(-Quantity) FILTER (WHERE Quantity < 0) + least(min(Balance), 0) AS ReturnedUnits
+    FROM balances GROUP BY CustomerID, StockCode
 ),
 returned_value AS (
-    SELECT CustomerID, sum(least(ReturnedUnits, BoughtUnits) * BoughtValue / BoughtUnits) AS ReturnedValue
+    SELECT CustomerID, sum(ReturnedUnits * BoughtValue / BoughtUnits) AS ReturnedValue
     FROM returned JOIN bought USING (CustomerID, StockCode) GROUP BY CustomerID
 ),
 snapshot AS (

@@ -66,6 +66,16 @@ def test_csv_with_a_binary_blob_names_its_lines(tmp_path):
     assert "part of the file is binary" in message and "Remove those lines" in message
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_csv_is_named_as_such_not_as_binary(tmp_path, encoding):
+    # As Excel saves "Unicode Text": a byte-order mark, then tab-separated UTF-16.
+    text = "\ufeff" + LINES.write_csv(separator="\t")
+    (tmp_path / "unicode.csv").write_bytes(text.encode(encoding))
+    message = refusal(tmp_path / "unicode.csv")
+    assert "the file is UTF-16 text" in message and 'save it as "CSV UTF-8 (Comma delimited)"' in message
+    assert "binary" not in message
+
+
 def test_a_csv_that_is_binary_throughout_names_only_its_first_lines(tmp_path):
     (tmp_path / "noise.csv").write_bytes(bytes(range(256)) * 4_000)
     assert "line(s) 1, 2, 3, 4, 5:" in refusal(tmp_path / "noise.csv")

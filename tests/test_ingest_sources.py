@@ -5,6 +5,7 @@ is_transient_failure), so each error test also checks that attribute.
 """
 
 import hashlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -67,6 +68,48 @@ def test_empty_folder_and_glob_without_matches(tmp_path):
         load_transactions(tmp_path / "*.parquet")
 
 
+def skipped_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name == "tasks.sources" and record.levelno == logging.WARNING]
+
+
+def test_files_and_folders_a_folder_or_glob_holds_but_are_not_read_are_named_in_a_warning(tmp_path, caplog):
+    folder = Path(folder_of_monthly_files(tmp_path))
+    (folder / "2011-01.tsv").write_text("a tab-separated month")
+    (folder / "older").mkdir()
+    (folder / ".DS_Store").write_bytes(b"")
+    (folder / "~$2011-02.xlsx").write_bytes(b"")  # Excel's lock file, and hidden files: not data to anyone
+    assert load_transactions(folder).transactions.equals(LINES)
+    assert skipped_warnings(caplog) == [
+        f"Input {folder}: 3 name(s) skipped, not .parquet, .csv, .csv.gz or .xlsx files: "
+        f"{folder}/2011-01.tsv, {folder}/README.md, {folder}/older/."
+    ]
+    caplog.clear()
+    load_transactions(folder / "20*")
+    assert skipped_warnings(caplog) == [
+        f"Input {folder}/20*: 1 name(s) skipped, not .parquet, .csv, .csv.gz or .xlsx files: {folder}/2011-01.tsv."
+    ]
+
+
+def test_a_warning_names_the_first_ten_files_it_skips(tmp_path, caplog):
+    LINES.write_csv(tmp_path / "lines.csv")
+    for number in range(12):
+        (tmp_path / f"{number:02d}.txt").write_text("not data")
+    load_transactions(tmp_path)
+    [warning] = skipped_warnings(caplog)
+    assert warning.startswith(f"Input {tmp_path}: 12 name(s) skipped")
+    assert warning.endswith(f"{tmp_path}/09.txt and 2 more.")
+
+
+@pytest.mark.parametrize("workbook", ["2011-01.xls", "2011-01.XLSM"])
+def test_excel_workbooks_in_a_folder_that_are_not_xlsx_are_refused(tmp_path, workbook):
+    LINES.write_csv(tmp_path / "2010-12.csv")
+    (tmp_path / workbook).write_bytes(b"a workbook")
+    with pytest.raises(InputError, match=rf": {tmp_path}/{workbook} cannot be read \(\.xls, \.xlsm or \.xlsb workbooks "
+                                         r"are not supported\); open each in Excel and save it as \.xlsx"):
+        load_transactions(tmp_path)
+
+
 def test_unsupported_location():
     with pytest.raises(InputError, match=r"ftp://shop/lines\.csv: unsupported location ftp://"):
         load_transactions("ftp://shop/lines.csv")
@@ -103,6 +146,8 @@ def s3_endpoint(samples, tmp_path_factory) -> Iterator[str]:
         for path in monthly.iterdir():
             client.upload_file(str(path), BUCKET, f"monthly/{path.name}")
         client.put_object(Bucket=BUCKET, Key="monthly/older/2009-01.csv", Body=b"not read: in a sub-folder")
+        client.put_object(Bucket=BUCKET, Key="monthly/", Body=b"")  # the S3 console's folder
+        client.put_object(Bucket=BUCKET, Key="legacy/2010.xls", Body=b"a workbook")
         yield endpoint_url
 
 
@@ -127,9 +172,20 @@ def test_s3_object(form, samples, s3_endpoint, monkeypatch):
 
 
 @pytest.mark.slow
-def test_s3_prefix_reads_the_files_directly_under_it(s3_endpoint, monkeypatch):
+def test_s3_prefix_reads_the_files_directly_under_it(s3_endpoint, monkeypatch, caplog):
     use_s3(monkeypatch, s3_endpoint)
     assert load_transactions(f"s3://{BUCKET}/monthly/").transactions.equals(LINES)
+    assert skipped_warnings(caplog) == [
+        f"Input s3://{BUCKET}/monthly/: 2 name(s) skipped, not .parquet, .csv, .csv.gz or .xlsx files: "
+        "monthly/README.md, monthly/older/."
+    ]
+
+
+@pytest.mark.slow
+def test_s3_prefix_with_an_excel_workbook_that_is_not_xlsx_is_refused(s3_endpoint, monkeypatch):
+    use_s3(monkeypatch, s3_endpoint)
+    with pytest.raises(InputError, match=r"legacy/2010\.xls cannot be read .* save it as \.xlsx"):
+        load_transactions(f"s3://{BUCKET}/legacy/")
 
 
 @pytest.mark.slow
