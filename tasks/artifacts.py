@@ -18,6 +18,8 @@ from tasks.ingest import InputFingerprint
 
 PACKAGES = ("retail-segments", "prefect", "polars", "pandera", "scikit-learn", "matplotlib", "boto3", "numpy")
 CRM_COLUMNS = ("CustomerID", "segment_name", "risk", "Country", "Recency", "FrequencyPurchase", "Amount", "AvgOrderValue")
+# A text cell starting with one of these runs as a formula when a spreadsheet opens the CSV (OWASP: CSV injection).
+FORMULA_START = r"^([=+\-@\t\r])"
 
 
 def segment_table(features: pl.DataFrame, assignments: pl.DataFrame) -> pl.DataFrame:
@@ -35,8 +37,19 @@ def data_files(segments: pl.DataFrame, profiles: pl.DataFrame, cleaned: CleanedT
         "quarantine.parquet": parquet_bytes(cleaned.quarantine),
     }
     for (name,), members in segments.group_by("segment_name", maintain_order=True):
-        files[f"exports/segment_{slug(name)}.csv"] = members.select(CRM_COLUMNS).sort("CustomerID").write_csv().encode()
+        files[f"exports/segment_{slug(name)}.csv"] = crm_list_csv(members)
     return files
+
+
+def crm_list_csv(members: pl.DataFrame) -> bytes:
+    """One segment's CRM list, for people opening it in a spreadsheet: text that would start a formula gets a
+    leading ' (shown, not run). Only here: segments.csv and profiles.csv are read by programs, which need the
+    values as they are."""
+    return (
+        members.select(CRM_COLUMNS).sort("CustomerID")
+        .with_columns(pl.col(pl.String).str.replace(FORMULA_START, "'$1"))
+        .write_csv().encode()
+    )
 
 
 def manifest_body(

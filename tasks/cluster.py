@@ -376,9 +376,9 @@ def risk_reference(features: pl.DataFrame) -> dict[str, np.ndarray]:
 
 
 def risk_score(features: pl.DataFrame) -> pl.Series:
-    """RISK_WEIGHTS applied to each customer's percentile rank within `features`."""
-    percentiles = {column: (features[column].rank("average") / features.height).to_numpy() for column in RISK_WEIGHTS}
-    return pl.Series("risk_score", weighted_risk(percentiles))
+    """RISK_WEIGHTS applied to each customer's percentile rank within `features`, ranked as the model ranks
+    new customers: against the quantiles it stores."""
+    return pl.Series("risk_score", weighted_risk(risk_reference(features), features))
 
 
 def read_segments(labelled: pl.DataFrame, tier_of_segment: dict[int, int] | None = None) -> dict[int, "ProfileReading"]:

@@ -27,13 +27,32 @@ FORMAT_VERSION = 1
 RISK_WEIGHTS = {"Recency": 0.5, "FrequencyPurchase": -0.3, "Amount": -0.2}
 
 
-def weighted_risk(percentiles: dict[str, np.ndarray]) -> np.ndarray:
-    """0 (safe) .. 1 (about to churn) from each risk feature's percentile rank in the base."""
+def weighted_risk(reference: dict[str, np.ndarray], features: pl.DataFrame) -> np.ndarray:
+    """0 (safe) .. 1 (about to churn) from each risk feature's percentile rank in the base `reference` summarises.
+
+    Training ranks its own customers this way too, against the reference the model stores, so a training
+    customer assigned back gets exactly the risk it was given.
+    """
+    percentiles = {column: percentile_ranks(reference[column], features[column].to_numpy().astype(np.float64))
+                   for column in RISK_WEIGHTS}
     score = sum(
         weight * percentiles[column] if weight > 0 else -weight * (1 - percentiles[column])
         for column, weight in RISK_WEIGHTS.items()
     )
     return np.clip(score, 0.0, 1.0)
+
+
+def percentile_ranks(quantiles: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Percentile (0..1) of each value in a base given by its sorted quantiles at evenly spaced levels 0..1.
+
+    A value that several quantiles share gets the middle of their levels, as tied customers get their average
+    rank; np.interp would give it the top one, which moves common values such as one purchase a long way.
+    """
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    first = np.searchsorted(quantiles, values, "left")
+    past = np.searchsorted(quantiles, values, "right")
+    middle_of_ties = (levels[np.minimum(first, len(levels) - 1)] + levels[np.maximum(past - 1, 0)]) / 2
+    return np.where(past > first, middle_of_ties, np.interp(values, quantiles, levels))
 
 
 def risk_level(score: pl.Expr) -> pl.Expr:
@@ -77,7 +96,8 @@ class SegmentModel:
     tierings: dict[int, Tiering]       # refined clusters only
     segment_ids: dict[tuple[int, int], int]  # (cluster, tier or 0) -> campaign segment
     segment_names: dict[int, str] = field(default_factory=dict)
-    risk_reference: dict[str, np.ndarray] = field(default_factory=dict)  # sorted quantiles per risk feature
+    # Per risk feature, its training quantiles at evenly spaced levels 0..1 (published models hold 1,001).
+    risk_reference: dict[str, np.ndarray] = field(default_factory=dict)
 
     def scaled(self, features: pl.DataFrame) -> np.ndarray:
         """The clustering matrix of `features` in the model's coordinates."""
@@ -102,14 +122,11 @@ class SegmentModel:
         """SegmentAssignments of CustomerFeatures, with risk ranked against the training base."""
         clusters = self.clusters_of(self.scaled(features))
         segments = self.segments_of(features, clusters)
-        levels = np.linspace(0.0, 1.0, len(next(iter(self.risk_reference.values()))))
-        percentiles = {column: np.interp(features[column].to_numpy().astype(np.float64), reference, levels)
-                       for column, reference in self.risk_reference.items()}
         names = {**self.segment_names, OUTLIER: self.segment_names.get(OUTLIER, "Outliers")}
         return features.select("CustomerID").with_columns(
             pl.Series("cluster", clusters), pl.Series("segment", segments),
             pl.Series("segment", segments).replace_strict(names, return_dtype=pl.String).alias("segment_name"),
-            pl.Series("risk_score", weighted_risk(percentiles)),
+            pl.Series("risk_score", weighted_risk(self.risk_reference, features)),
         ).with_columns(risk_level(pl.col("risk_score")))
 
     def to_files(self) -> dict[str, bytes]:

@@ -7,7 +7,11 @@ Layout, the same for both targets:
     <target>/latest.json                     {"run_id", "manifest", "published_at"}
 
 The manifest is written only after every file in it is stored and verified, so a reader
-that finds a manifest can trust it; an interrupted publish leaves no manifest behind.
+that finds a manifest can trust it; an interrupted publish leaves no manifest behind. Publishing
+a run id again (resuming a run) first removes the run's manifest, unless it stays the same, and
+removes the files of the earlier publish that the new one lacks before writing the new manifest,
+so even then the run folder holds the files of one manifest or none. latest.json keeps naming a
+run that became the latest after another run's first publish when that other run is republished.
 On S3 every object goes up with a SHA-256 checksum (in parts from the multipart threshold on)
 and is verified after the upload: by S3's stored checksum, or for multipart objects by reading
 it back, as S3 keeps only a checksum of the parts' checksums for those.
@@ -223,6 +227,10 @@ class ArtifactStore(Protocol):
 
     def sha256_of(self, key: str) -> str | None: ...
 
+    def keys_under(self, folder: str) -> list[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
     def url(self, key: str) -> str: ...
 
     def download_url(self, key: str, expires_in_seconds: int) -> DownloadLink: ...
@@ -256,6 +264,18 @@ class LocalStore:
         """Hex SHA-256 of the file, or None if there is no such file."""
         data = self.get(key)
         return None if data is None else sha256_hex(data)
+
+    def keys_under(self, folder: str) -> list[str]:
+        """The key of every file in `folder` and its sub-folders."""
+        return sorted(path.relative_to(self.root).as_posix() for path in self._path(folder).rglob("*") if path.is_file())
+
+    def delete(self, key: str) -> None:
+        """Remove the file, if there is one."""
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise PublishError(f"Publish to {path}: cannot remove the file ({error}).", retryable=False) from error
 
     def url(self, key: str) -> str:
         """A file:// URI for the key."""
@@ -364,6 +384,19 @@ class S3Store:
             return stored
         data = self.get(key)
         return None if data is None else sha256_hex(data)
+
+    def keys_under(self, folder: str) -> list[str]:
+        """The key of every object whose key starts with `folder` and a slash."""
+        with self._errors_explained(folder):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self._object_key(folder)}/")
+            object_keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return sorted(key.removeprefix(f"{self.prefix}/") if self.prefix else key for key in object_keys)
+
+    def delete(self, key: str) -> None:
+        """Remove the object; S3 answers a missing one with success too."""
+        with self._errors_explained(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
 
     def url(self, key: str) -> str:
         """The s3:// URI of the key."""
@@ -527,13 +560,22 @@ class PublishedRun:
     files: dict[str, str]  # relative name -> url
 
 
+def run_folder(run_id: str) -> str:
+    """The store folder of a run, relative to the target root."""
+    return f"runs/{run_id}"
+
+
 def run_key(run_id: str, name: str) -> str:
     """The store key of a run's file, relative to the target root."""
-    return f"runs/{run_id}/{name}"
+    return f"{run_folder(run_id)}/{name}"
 
 
 def publish_run(store: ArtifactStore, run_id: str, files: dict[str, bytes], manifest: dict) -> PublishedRun:
-    """Store every file, then the run's manifest, then latest.json; unchanged objects are not uploaded again."""
+    """Store every file, then the run's manifest, then latest.json; unchanged objects are not uploaded again.
+
+    Publishing a run id again replaces the earlier publish: its manifest goes first (unless it stays the same),
+    its files that are not among `files` go before the new manifest is written.
+    """
     validate_run_id(run_id)
     names = sorted(validate_file_name(name) for name in files)
     manifest_key = run_key(run_id, MANIFEST_NAME)
@@ -541,15 +583,29 @@ def publish_run(store: ArtifactStore, run_id: str, files: dict[str, bytes], mani
         {"name": name, "key": run_key(run_id, name), "size": len(files[name]), "sha256": sha256_hex(files[name])}
         for name in names
     ]
+    earlier_manifest = store.get(manifest_key)
+    # Kept across republishing: it places the run among the others for latest.json.
+    first_published_at = _first_published_at(earlier_manifest) or datetime.now(timezone.utc)
     # Serialised before any upload, so a manifest that cannot be written fails without touching the store.
-    manifest_bytes = _json_bytes({**manifest, "run_id": run_id, "files": entries})
+    manifest_bytes = _json_bytes({
+        **manifest, "run_id": run_id, "first_published_at": first_published_at.isoformat(), "files": entries,
+    })
 
+    if earlier_manifest not in (None, manifest_bytes):
+        # Removed before any file it lists is replaced: a publish that dies from here on leaves the run without
+        # a manifest, never with one whose checksums no longer match.
+        store.delete(manifest_key)
     uploaded = sum(_put_verified(store, run_key(run_id, name), files[name]) for name in names)
+    published_keys = {run_key(run_id, name) for name in names} | {manifest_key}
+    leftovers = [key for key in store.keys_under(run_folder(run_id)) if key not in published_keys]
+    for key in leftovers:
+        store.delete(key)
     uploaded += _put_verified(store, manifest_key, manifest_bytes)
-    if not _latest_points_to(store, run_id, manifest_key):
+    if _latest_moves_to(store, run_id, manifest_key, first_published_at):
         latest = {"run_id": run_id, "manifest": manifest_key, "published_at": datetime.now(timezone.utc).isoformat()}
         uploaded += _put_verified(store, LATEST_KEY, _json_bytes(latest))
-    log.info("Published run %s to %s (%d object(s) uploaded).", run_id, store.url(manifest_key), uploaded)
+    log.info("Published run %s to %s (%d object(s) uploaded, %d left from an earlier publish removed).",
+             run_id, store.url(manifest_key), uploaded, len(leftovers))
     return PublishedRun(
         run_id=run_id,
         manifest_key=manifest_key,
@@ -578,14 +634,39 @@ def _put_verified(store: ArtifactStore, key: str, data: bytes) -> bool:
     return True
 
 
-def _latest_points_to(store: ArtifactStore, run_id: str, manifest_key: str) -> bool:
-    """True if latest.json already names this run, so re-publishing it changes nothing."""
-    current = store.get(LATEST_KEY)
+def _latest_moves_to(store: ArtifactStore, run_id: str, manifest_key: str, first_published_at: datetime) -> bool:
+    """True unless latest.json names this run already, or another run that became latest after this run's first
+    publish: republishing an older run must not make it the latest again."""
+    latest = _json_document(store.get(LATEST_KEY))
+    if latest.get("run_id") == run_id:
+        return latest.get("manifest") != manifest_key
+    named_at = _timestamp(latest.get("published_at"))
+    return named_at is None or first_published_at >= named_at
+
+
+def _first_published_at(manifest: bytes | None) -> datetime | None:
+    """When the run of a stored manifest was first published; manifests from before that was recorded have
+    only the time their body was made."""
+    document = _json_document(manifest)
+    return _timestamp(document.get("first_published_at")) or _timestamp(document.get("created_at"))
+
+
+def _json_document(data: bytes | None) -> dict:
+    """The JSON object stored as `data`; {} if there is none or it is not a JSON object."""
     try:
-        latest = json.loads(current) if current is not None else {}
+        document = json.loads(data) if data is not None else {}
     except ValueError:
-        return False
-    return isinstance(latest, dict) and latest.get("run_id") == run_id and latest.get("manifest") == manifest_key
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _timestamp(text: object) -> datetime | None:
+    """An ISO 8601 time with its UTC offset; None for anything else."""
+    try:
+        moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _json_bytes(document: dict) -> bytes:

@@ -80,10 +80,16 @@ def test_segments_are_numbered_by_size():
 def test_risk_is_high_for_a_lapsed_rare_small_buyer_and_low_for_the_opposite():
     frame = pl.DataFrame({"Recency": [300, 5, 100], "FrequencyPurchase": [1, 40, 5], "Amount": [10.0, 9000.0, 500.0]})
     scores = risk_score(frame).to_list()
-    # ranks / 3: lapsed = 0.5 * 1 + 0.3 * (1 - 1/3) + 0.2 * (1 - 1/3); loyal = 0.5 / 3 + 0 + 0
-    assert scores[0] == pytest.approx(0.5 + 0.3 * 2 / 3 + 0.2 * 2 / 3)
-    assert scores[1] == pytest.approx(0.5 / 3)
-    assert scores[1] < scores[2] < scores[0]
+    # Percentiles run from 0 (the base's lowest) to 1 (its highest): lapsed = 0.5 * 1 + 0.3 * (1 - 0) + 0.2 * (1 - 0),
+    # loyal = 0.5 * 0 + 0.3 * (1 - 1) + 0.2 * (1 - 1), the other all in the middle.
+    assert scores == pytest.approx([1.0, 0.0, 0.5])
+
+
+def test_tied_customers_share_the_middle_of_their_percentiles():
+    frame = pl.DataFrame({"Recency": [10, 20, 20, 20, 30], "FrequencyPurchase": [1, 1, 1, 1, 1],
+                          "Amount": [5.0, 5.0, 5.0, 5.0, 5.0]})
+    # Recency 20 spans the base's percentiles 1/4 to 3/4; all tie on the rest, at 1/2.
+    assert risk_score(frame).to_list() == pytest.approx([0.25, 0.5, 0.5, 0.5, 0.75])
 
 
 @pytest.mark.parametrize(
@@ -181,6 +187,15 @@ def test_the_model_reproduces_the_labels_of_every_core_sample(blob_segments):
     fitted = blob_segments.assignments
     for column in ("cluster", "segment", "segment_name"):
         assert assigned[column].filter(pl.Series(core)).equals(fitted[column].filter(pl.Series(core)))
+
+
+def test_training_customers_assigned_back_get_the_risk_they_were_given(blob_segments):
+    features = blobs()
+    assert features["FrequencyPurchase"].n_unique() == 5 and features["Recency"].n_unique() < 150  # many ties
+    restored = SegmentModel.from_files(blob_segments.model.to_files())  # as assign loads it from a published run
+    assigned = restored.assign(features)
+    assert assigned["risk_score"].equals(blob_segments.assignments["risk_score"])
+    assert assigned["risk"].equals(blob_segments.assignments["risk"])
 
 
 def test_the_model_round_trips_through_json_and_parquet(blob_segments):

@@ -235,6 +235,36 @@ def test_an_interrupted_publish_leaves_no_manifest_and_a_rerun_completes_it(targ
     assert target.keys() == RUN_KEYS | {MANIFEST_KEY, LATEST_KEY}
 
 
+def test_republishing_other_files_leaves_exactly_the_new_ones_and_no_manifest_until_they_are_stored(
+    target: PublishTarget,
+) -> None:
+    publish_run(target.store, RUN_ID, FILES, MANIFEST)
+    renamed = {**{name: data + b"\nagain" for name, data in FILES.items() if not name.startswith("exports/")},
+               "exports/segment_top-value_loyal.csv": FILES["exports/segment_loyal.csv"]}
+
+    with pytest.raises(ConnectionError):
+        publish_run(InterruptedStore(target.store, allowed_puts=2), RUN_ID, renamed, MANIFEST)
+    assert target.read(MANIFEST_KEY) is None  # not the first publish's, whose files are being replaced
+    publish_run(target.store, RUN_ID, renamed, MANIFEST)
+
+    assert target.keys() == {run_key(RUN_ID, name) for name in renamed} | {MANIFEST_KEY, LATEST_KEY}
+    manifest = json.loads(target.read(MANIFEST_KEY))
+    assert {entry["name"]: entry["sha256"] for entry in manifest["files"]} == {
+        name: sha256_hex(data) for name, data in renamed.items()}
+
+
+def test_latest_stays_on_a_newer_run_when_an_older_one_is_republished(target: PublishTarget) -> None:
+    publish_run(target.store, RUN_ID, FILES, MANIFEST)
+    publish_run(target.store, OTHER_RUN_ID, FILES, MANIFEST)
+    latest_before = target.read(LATEST_KEY)
+
+    publish_run(target.store, RUN_ID, {**FILES, "metrics.json": b'{"silhouette": 0.43}'}, MANIFEST)
+
+    assert target.read(LATEST_KEY) == latest_before
+    publish_run(target.store, "2026-11-28T08-00-00_ef56", FILES, MANIFEST)
+    assert json.loads(target.read(LATEST_KEY))["run_id"] == "2026-11-28T08-00-00_ef56"
+
+
 def test_an_upload_whose_stored_bytes_differ_is_rejected_before_the_manifest(target: PublishTarget) -> None:
     with pytest.raises(PublishError, match="sha256") as raised:
         publish_run(CorruptingStore(target.store), RUN_ID, FILES, MANIFEST)

@@ -204,18 +204,17 @@ class HangsAtTheManifest(RecordingStore):
         super().put(key, data, content_type)
 
 
-def publish_until_the_manifest(endpoint_url: str, bucket: str, reached: Event) -> None:
-    """Child process: publish FILES up to the manifest, then wait there to be killed."""
+def publish_until_the_manifest(endpoint_url: str, bucket: str, files: dict[str, bytes], reached: Event) -> None:
+    """Child process: publish `files` up to the manifest, then wait there to be killed."""
     store = open_store(f"s3://{bucket}/{PREFIX}", s3_client=s3_test_client(endpoint_url))
-    publish_run(HangsAtTheManifest(store, reached), RUN_ID, FILES, MANIFEST)
+    publish_run(HangsAtTheManifest(store, reached), RUN_ID, files, MANIFEST)
 
 
-def test_a_publisher_killed_before_the_manifest_leaves_none_and_a_rerun_completes_it(s3_endpoint: str) -> None:
-    client = s3_test_client(s3_endpoint)
-    bucket = new_bucket(client)
+def kill_a_publisher_at_the_manifest(endpoint_url: str, bucket: str, files: dict[str, bytes]) -> None:
+    """Publish `files` as RUN_ID in a child process and kill it with SIGKILL as it is about to write the manifest."""
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, not a fork of pytest and its threads
     reached_manifest = spawn.Event()
-    publisher = spawn.Process(target=publish_until_the_manifest, args=(s3_endpoint, bucket, reached_manifest))
+    publisher = spawn.Process(target=publish_until_the_manifest, args=(endpoint_url, bucket, files, reached_manifest))
 
     publisher.start()
     try:
@@ -225,8 +224,36 @@ def test_a_publisher_killed_before_the_manifest_leaves_none_and_a_rerun_complete
         publisher.join()
 
     assert publisher.exitcode == -signal.SIGKILL
+
+
+def test_a_publisher_killed_before_the_manifest_leaves_none_and_a_rerun_completes_it(s3_endpoint: str) -> None:
+    client = s3_test_client(s3_endpoint)
+    bucket = new_bucket(client)
+
+    kill_a_publisher_at_the_manifest(s3_endpoint, bucket, FILES)
+
     assert set(stored_objects(client, bucket)) == {run_key(RUN_ID, name) for name in FILES}
     rerun = RecordingStore(open_store(f"s3://{bucket}/{PREFIX}", s3_client=client))
     publish_run(rerun, RUN_ID, FILES, MANIFEST)
     assert rerun.put_keys == [run_key(RUN_ID, MANIFEST_NAME), LATEST_KEY]
     assert_published_correctly(client, bucket, FILES)
+
+
+def test_a_republish_killed_before_its_manifest_leaves_none_and_a_rerun_replaces_the_first_publish(
+    s3_endpoint: str,
+) -> None:
+    client = s3_test_client(s3_endpoint)
+    bucket = new_bucket(client)
+    store = open_store(f"s3://{bucket}/{PREFIX}", s3_client=client)
+    first = {**SMALL_FILES, "exports/segment_loyal.csv": b"CustomerID\n12346\n"}
+    publish_run(store, RUN_ID, first, MANIFEST)
+    # The same run resumed with other segments: changed files, and a CRM list under another name.
+    second = {**{name: data + b" resumed" for name, data in SMALL_FILES.items()},
+              "exports/segment_top-value_loyal.csv": b"CustomerID\n12346\n"}
+
+    kill_a_publisher_at_the_manifest(s3_endpoint, bucket, second)
+
+    # No manifest of the first publish listing checksums of replaced files, nor its CRM list left over.
+    assert set(stored_objects(client, bucket)) == {run_key(RUN_ID, name) for name in second} | {LATEST_KEY}
+    publish_run(store, RUN_ID, second, MANIFEST)
+    assert_published_correctly(client, bucket, second)
