@@ -89,6 +89,9 @@ _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # C0 control characters other than tab, line feed and carriage return: text never holds them, binary data does.
 _CONTROL_CHARACTER = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _NOT_CONTROL = bytes(byte for byte in range(256) if not _CONTROL_CHARACTER.match(bytes([byte])))
+# A UTF-8 sequence of two to four bytes. Windows-1252 text almost never holds one: it would take an accented
+# letter followed by one or two symbols such as '£' or '’', as in the 'Â£' of text already misread.
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 # How the readers rename a repeated header name: Polars' CSV reader calls a second "X" "X_duplicated_0",
 # fastexcel calls it "X_1". (A sheet with real columns "X" and "X_1" is taken for a repeat too, if X is read.)
 _CSV_REPEAT = re.compile(r"(.*)_duplicated_\d+")
@@ -321,9 +324,14 @@ class TextFacts:
     """What one pass over a CSV's (decompressed) bytes finds out."""
 
     size_bytes: int
-    is_utf8: bool
     first_line: bytes  # or as much of it as the first chunk holds
     control_lines: list[int]  # the first few line numbers (from 1) holding control characters
+    non_utf8_line: int | None  # the first line (from 1) that is not valid UTF-8
+    utf8_line: int | None  # the first line with a valid UTF-8 sequence of two bytes or more, such as 'é'
+
+    @property
+    def is_utf8(self) -> bool:
+        return self.non_utf8_line is None
 
 
 def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
@@ -339,6 +347,13 @@ def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Tabl
             f"Input {file.name}: control characters such as NUL bytes, which text never has, on line(s) "
             f"{', '.join(map(str, facts.control_lines))}: part of the file is binary (a damaged copy, or another file "
             "pasted in). Remove those lines, or export or download the file again."
+        )
+    if facts.non_utf8_line and facts.utf8_line:
+        # Read as Windows-1252, as a file that is not UTF-8 is, every UTF-8 'é' would become 'Ã©'.
+        raise InputError(
+            f"Input {file.name}: the text is UTF-8 (line {facts.utf8_line:,} has a UTF-8 accented letter or symbol) "
+            f"but line {facts.non_utf8_line:,} is not: the file mixes two encodings, so neither reads all of it. "
+            "Correct that line, or export the whole file again as CSV UTF-8."
         )
     budget.claim(file.name, facts.size_bytes, "its size as text")
     path = file.path if facts.is_utf8 else _decode_cp1252(file.path, scratch / "decoded.csv")
@@ -356,27 +371,33 @@ def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Tabl
 def _inspect_text(path: Path) -> TextFacts:
     """Size, encoding, first line and lines with control characters of the (decompressed) file, in one pass."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    size, is_utf8, first_chunk, lines_before, control_lines = 0, True, None, 0, []
+    size, first_chunk, lines_before, control_lines = 0, None, 0, []
+    non_utf8_line = utf8_line = None
     with _open_decompressed(path) as stream:
         for chunk in _chunks(stream):
             first_chunk = chunk if first_chunk is None else first_chunk
-            is_utf8 = is_utf8 and _continues_utf8(decoder, chunk)
+            if non_utf8_line is None and (offset := _first_non_utf8(decoder, chunk)) is not None:
+                non_utf8_line = lines_before + chunk.count(b"\n", 0, offset) + 1
+            if utf8_line is None and (match := _UTF8_MULTIBYTE.search(chunk)):
+                utf8_line = lines_before + chunk.count(b"\n", 0, match.start()) + 1
             for line in _control_lines(chunk, lines_before + 1, _EXAMPLES - len(control_lines)):
                 if line not in control_lines:  # a line spanning two chunks may be found in both
                     control_lines.append(line)
             size += len(chunk)
             lines_before += chunk.count(b"\n")
-    is_utf8 = is_utf8 and _continues_utf8(decoder, b"", final=True)
-    return TextFacts(size, is_utf8, (first_chunk or b"").split(b"\n", 1)[0], control_lines[:_EXAMPLES])
+    if non_utf8_line is None and _first_non_utf8(decoder, b"", final=True) is not None:
+        non_utf8_line = lines_before + 1  # the file ends inside a character
+    return TextFacts(size, (first_chunk or b"").split(b"\n", 1)[0], control_lines[:_EXAMPLES], non_utf8_line, utf8_line)
 
 
-def _continues_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
-    """Whether `chunk` continues valid UTF-8 after what `decoder` has seen."""
+def _first_non_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> int | None:
+    """Where in `chunk` valid UTF-8, continued from what `decoder` has seen, ends; None if it does not."""
+    held_back = len(decoder.getstate()[0])  # the previous chunk's last bytes, if they began a character
     try:
         decoder.decode(chunk, final)
-    except UnicodeDecodeError:
-        return False
-    return True
+    except UnicodeDecodeError as error:
+        return max(error.start - held_back, 0)
+    return None
 
 
 def _control_lines(chunk: bytes, first_line: int, wanted: int) -> list[int]:

@@ -236,7 +236,7 @@ def test_blank_invoice_numbers_are_missing_fields(tmp_path):
 
 
 def test_windows_1252_bytes_in_a_description_are_decoded_without_loss(tmp_path):
-    text = as_us_text(LINES).write_csv().encode().replace("Café mug".encode(), b"\x80 \x93Caf\xe9\x94 \x81")
+    text = as_us_text(LINES).write_csv().encode("cp1252").replace("Café mug".encode("cp1252"), b"\x80 \x93Caf\xe9\x94 \x81")
     (tmp_path / "cp1252.csv").write_bytes(text)
     descriptions = load_transactions(tmp_path / "cp1252.csv").transactions["Description"]
     assert descriptions[1] == "€ “Café” \x81"  # 0x81 is undefined in Windows-1252: kept as U+0081

@@ -44,6 +44,13 @@ def test_non_utf8_csv_is_read_as_windows_1252_without_losing_a_byte(encoding, de
     assert load_transactions(tmp_path / "lines.csv").transactions.equals(lines)
 
 
+def test_a_utf8_csv_with_a_line_in_another_encoding_is_refused_naming_both_lines(tmp_path):
+    utf8 = as_us_text(LINES).write_csv().encode()  # line 2 holds '£'
+    (tmp_path / "mixed.csv").write_bytes(utf8 + as_us_text(LINES.head(1)).write_csv(include_header=False).encode("latin-1"))
+    with pytest.raises(InputError, match=r"mixed\.csv: the text is UTF-8 \(line 2 has .*\) but line 5 is not"):
+        load_transactions(tmp_path / "mixed.csv")
+
+
 def test_fingerprint_is_size_and_sha256(tmp_path):
     path = tmp_path / "lines.parquet"
     LINES.write_parquet(path)
