@@ -7,7 +7,8 @@ import polars as pl
 
 from schemas.raw_transactions import RawTransactions
 
-# Retail exports before 1990 or after "now" are typing errors, not history.
+# Retail exports before 1990 are typing errors, not history. (So are dates after "now", which cleaning's
+# implausible_date rule removes; this contract checks only what does not depend on when it runs.)
 EARLIEST_PLAUSIBLE_DATE = datetime(1990, 1, 1)
 
 
