@@ -447,8 +447,9 @@ def _scan_workbook(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list
 
     Column types are inferred from every row, not a sample, so a column that mixes numbers and text,
     like the UCI workbook's InvoiceNo (536365 and "C536379"), becomes text instead of losing its
-    text cells to null. fastexcel is used directly because it keeps empty rows, so row numbers in
-    errors match the sheet, and tells a workbook without sheets from one with empty sheets.
+    text cells to null. fastexcel is used directly because it keeps empty rows, so row N in an error
+    is the sheet's row N + 1 (below the header) as in a CSV, and tells a workbook without sheets from
+    one with empty sheets.
     """
     _check_workbook_archive(file, budget)
     sheet_names = _decoder.decode(file, ".xlsx", scratch)
