@@ -16,16 +16,16 @@ from flows.segmentation import (
 )
 from schemas import SegmentAssignments
 from schemas.segment_assignments import OUTLIER
-from tasks import artifacts, clean, cluster, ingest
+from tasks import artifacts, clean, cluster, ingest, publish
 from tasks.contracts import enforce
 from tasks.model import SegmentModel, load_model
 
 
 @task(name="load-model")
-def load_segment_model(location: str) -> SegmentModel:
+def load_segment_model(location: str, s3: publish.S3Settings = publish.S3Settings()) -> SegmentModel:
     """The published model, read before any other work so a wrong location fails at once."""
     started = time.perf_counter()
-    model = load_model(location)
+    model = load_model(location, s3)
     log_stage("load-model", started, model=location, core_samples=len(model.core_points))
     return model
 
@@ -62,8 +62,8 @@ def assign_segments(params: AssignmentParameters) -> RunSummary:
     """Give the customers of a new export the segments of a published model."""
     run_id = params.run_id or new_run_id()
     options = stage_options(params)
-    model = load_segment_model.with_options(**options)(params.model)
-    loaded = load_transactions.with_options(**options)(params.input, params.column_mapping)
+    model = load_segment_model.with_options(**options)(params.model, params.s3_settings())
+    loaded = load_transactions.with_options(**options)(params.input, params.column_mapping, s3=params.s3_settings())
     cleaned = clean_transactions.with_options(**options)(
         loaded.transactions, params.non_product_codes, params.countries)
     customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)

@@ -34,7 +34,7 @@ from tasks import features, ingest, partition, sources
 from tasks.clean import CleaningFunnel, CleaningOptions
 from tasks.ingest import InputFingerprint
 from tasks.memory import resident_memory
-from tasks.publish import make_s3_client
+from tasks.publish import S3Settings
 
 
 @dataclass(frozen=True)
@@ -83,25 +83,17 @@ class CleanedPartition:
 
 
 @task(name="list-files")
-def list_input_files(source: str) -> list[str]:
+def list_input_files(source: str, s3: S3Settings) -> list[str]:
     """The input's files in name order, as ingest would read them; each file task fetches its own."""
-    suffixes = tuple(ingest._SCANNERS)
-    if source.lower().startswith("s3://"):
-        bucket, _, prefix = source[len("s3://"):].partition("/")
-        if prefix and not prefix.endswith("/"):
-            return [source]
-        return [f"s3://{bucket}/{key}" for key in sources._list_keys(make_s3_client(), source, bucket, prefix, suffixes)]
-    if "://" in source:
-        return [source]
-    return [file.name for file in sources.local_files(source, suffixes)]
+    return sources.listed_files(source, ingest.SUFFIXES, s3)
 
 
 @task(name="ingest-file")
 def screen_file(name: str, file_index: int, column_mapping: dict[str, str], partitions: int,
-                options: CleaningOptions, work: WorkFolder) -> ScreenedFile:
+                options: CleaningOptions, work: WorkFolder, s3: S3Settings) -> ScreenedFile:
     """Ingest one file, quarantine its guest lines and write the others by customer partition."""
     started = time.perf_counter()
-    loaded = ingest.load_transactions(name, column_mapping)
+    loaded = ingest.load_transactions(name, column_mapping, s3=s3)
     lines, guests = partition.split_guests(partition.numbered_lines(loaded.transactions, file_index), options)
     write_parquet(guests, work.guests(file_index))
     by_partition = partition.by_partition(lines, partitions)
@@ -178,10 +170,10 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
     options = stage_options(params)
     work = fresh_work_folder(params, run_id)
     rules = cleaning_options(params)
-    files = list_input_files.with_options(**options)(params.input)
+    files = list_input_files.with_options(**options)(params.input, params.s3_settings())
     screened = screen_file.with_options(**options).map(
         files, range(len(files)), unmapped(params.column_mapping), unmapped(params.partitions), unmapped(rules),
-        unmapped(work),
+        unmapped(work), unmapped(params.s3_settings()),
     ).result()
     offsets = partition.file_offsets([file.rows for file in screened])
     partitions = partitions_with_lines(screened)

@@ -113,7 +113,10 @@ def ingest_cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str 
     source = arguments["source"]
     if isinstance(source, str) and "://" in source:
         return None  # what an s3:// or https:// input holds now, only downloading it would tell
-    return hash_objects(REUSABLE.compute_key(context, arguments, {}), local_file_states(source), raise_on_failure=True)
+    # How S3 is reached says nothing about local input: a new endpoint to publish to leaves its result reusable.
+    local_arguments = {name: value for name, value in arguments.items() if name != "s3"}
+    return hash_objects(REUSABLE.compute_key(context, local_arguments, {}), local_file_states(source),
+                        raise_on_failure=True)
 
 
 def local_file_states(source: str | DemoData) -> list[tuple[str, int, int]]:
@@ -134,16 +137,16 @@ def local_file_states(source: str | DemoData) -> list[tuple[str, int, int]]:
 
 
 @task(name="ingest", cache_policy=CacheKeyFnPolicy(cache_key_fn=ingest_cache_key), **PERSISTED)
-def load_transactions(source: str | DemoData, column_mapping: dict[str, str],
-                      work_folder: Path | None = None) -> ingest.IngestedTransactions:
-    """Read the export, or generate the synthetic demo data; with a work folder, stage the export there."""
+def load_transactions(source: str | DemoData, column_mapping: dict[str, str], work_folder: Path | None = None,
+                      s3: publish.S3Settings = publish.S3Settings()) -> ingest.IngestedTransactions:
+    """Read the export, from S3 as `s3` says, or generate the synthetic demo data; with a work folder, stage it there."""
     started = time.perf_counter()
     if isinstance(source, DemoData):
         loaded = ingest.from_generated(generate_transactions(source.lines, seed=source.seed), source.seed)
     elif work_folder is not None:
-        loaded = ingest.stage_transactions(source, work_folder / "raw", column_mapping)
+        loaded = ingest.stage_transactions(source, work_folder / "raw", column_mapping, s3=s3)
     else:
-        loaded = ingest.load_transactions(source, column_mapping)
+        loaded = ingest.load_transactions(source, column_mapping, s3=s3)
     log_stage("ingest", started, rows=loaded.rows, source=loaded.fingerprint.source)
     return loaded
 
@@ -250,7 +253,8 @@ def customer_segmentation(params: SegmentationParameters = SegmentationParameter
     options = stage_options(params)
     source = params.input if params.input is not None else DemoData(params.demo_lines, params.seed)
     with streaming_work_folder(params.streaming) as work_folder:
-        loaded = load_transactions.with_options(**options)(source, params.column_mapping, work_folder)
+        loaded = load_transactions.with_options(**options)(source, params.column_mapping, work_folder,
+                                                           s3=params.s3_settings())
         cleaned = clean_transactions.with_options(**options)(
             loaded.transactions, params.non_product_codes, params.countries, work_folder)
         customer_features = build_features.with_options(**options)(cleaned, params.snapshot_date)

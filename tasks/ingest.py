@@ -38,6 +38,7 @@ from schemas import RawTransactions
 from tasks.contracts import enforce
 from tasks.errors import ConfigurationError, InputError
 from tasks.generate import GeneratedData
+from tasks.publish import S3Settings
 from tasks.sources import CHUNK_BYTES, LocalFile, fetched, shown_location
 
 CANONICAL_COLUMNS = (
@@ -194,14 +195,16 @@ def describe(fingerprint: InputFingerprint, rows: int) -> str:
 
 def load_transactions(
     source: str | Path, column_mapping: Mapping[str, str] | None = None, max_eager_bytes: int | None = None,
+    s3: S3Settings = S3Settings(),
 ) -> IngestedTransactions:
     """Read every file `source` names (a file, folder, glob, s3:// or https:// URL) into one RawTransactions frame.
 
     `max_eager_bytes` bounds the input read into memory; by default SEGMENTS_MAX_EAGER_BYTES or 2 GiB.
+    `s3` says how to reach S3.
     """
     text = str(source)
     budget = MemoryBudget(configured_max_eager_bytes() if max_eager_bytes is None else max_eager_bytes)
-    with fetched(text, tuple(_SCANNERS)) as files:
+    with fetched(text, SUFFIXES, s3) as files:
         frames = [frame for file in files for frame in read_file(file, column_mapping or {}, budget)]
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
@@ -213,7 +216,7 @@ def load_transactions(
 
 def stage_transactions(
     source: str | Path, folder: Path, column_mapping: Mapping[str, str] | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_rows: int = DEFAULT_BATCH_ROWS, s3: S3Settings = S3Settings(),
 ) -> IngestedTransactions:
     """load_transactions for input larger than memory: the lines are written to Parquet files under `folder`.
 
@@ -227,7 +230,7 @@ def stage_transactions(
     # A folder of this call's own, so files an earlier call or a failed attempt left are never read back.
     folder = Path(tempfile.mkdtemp(prefix="staged-", dir=folder))
     batches = rows = 0
-    with fetched(text, tuple(_SCANNERS)) as files:
+    with fetched(text, SUFFIXES, s3) as files:
         for file in files:
             for label, first_row, batch in read_file_batches(file, column_mapping or {}, MemoryBudget(sys.maxsize),
                                                               batch_rows):
@@ -607,6 +610,7 @@ _decoder = ChildDecoder()
 _SCANNERS: dict[str, Callable[[LocalFile, Path, MemoryBudget], list[Table]]] = {
     ".parquet": _scan_parquet, ".csv": _scan_csv, ".csv.gz": _scan_csv, ".xlsx": _scan_workbook,
 }
+SUFFIXES = tuple(_SCANNERS)  # the file names ingest reads: what a folder, glob or S3 prefix stands for
 
 
 # --- names and types ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ bucket never executes code.
 import io
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -18,6 +19,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from schemas.segment_assignments import OUTLIER
 from tasks.errors import InputError
+
+if TYPE_CHECKING:
+    from tasks.publish import S3Settings
 
 MODEL_FILE = "model/model.json"
 CORE_SAMPLES_FILE = "model/core_samples.parquet"
@@ -174,11 +178,11 @@ class SegmentModel:
         )
 
 
-def load_model(run_uri: str) -> SegmentModel:
-    """The model published in a run folder (local path or s3:// URI)."""
-    from tasks.publish import open_store  # storage stays at the edge; the model itself is pure
+def load_model(run_uri: str, s3: "S3Settings | None" = None) -> SegmentModel:
+    """The model published in a run folder (local path or s3:// URI, reached as `s3` says)."""
+    from tasks.publish import S3Settings, open_store  # storage stays at the edge; the model itself is pure
 
-    store = open_store(run_uri)
+    store = open_store(run_uri, settings=s3 or S3Settings(), reading=True)
     files = {name: store.get(name) for name in (MODEL_FILE, CORE_SAMPLES_FILE)}
     missing = [name for name, data in files.items() if data is None]
     if missing:

@@ -530,21 +530,30 @@ def _secret_block_text(name: str) -> str:
     return value
 
 
+def s3_client_for(settings: S3Settings) -> S3Client:
+    """A client for the store `settings` describe, with the keys of their Secret blocks if they name any."""
+    return make_s3_client(
+        settings.endpoint_url, settings.region, settings.addressing_style, keys_from_secret_blocks(settings),
+    )
+
+
 def open_store(
-    target: str | os.PathLike[str], s3_client: S3Client | None = None, settings: S3Settings = S3Settings()
+    target: str | os.PathLike[str], s3_client: S3Client | None = None, settings: S3Settings = S3Settings(), *,
+    reading: bool = False,
 ) -> ArtifactStore:
-    """The store for a target; S3 uses `s3_client` or one built from `settings`, and creates the bucket if asked."""
+    """The store for a target; S3 uses `s3_client` or one built from `settings`, and creates the bucket if asked.
+
+    A store opened for `reading` never creates its bucket.
+    """
     parsed = parse_target(target)
     if isinstance(parsed, LocalTarget):
         return LocalStore(parsed.root)
-    client = s3_client or make_s3_client(
-        settings.endpoint_url, settings.region, settings.addressing_style, keys_from_secret_blocks(settings),
-    )
     store = S3Store(
-        client, parsed.bucket, parsed.prefix, server_side_encryption=settings.server_side_encryption,
+        s3_client or s3_client_for(settings), parsed.bucket, parsed.prefix,
+        server_side_encryption=settings.server_side_encryption,
         multipart_threshold_bytes=settings.multipart_threshold_bytes,
     )
-    if settings.create_bucket:
+    if settings.create_bucket and not reading:
         store.create_bucket_if_missing()
     return store
 

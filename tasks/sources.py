@@ -22,8 +22,8 @@ from botocore import exceptions as boto_errors
 
 from tasks.errors import InputError
 from tasks.publish import (
-    MISSING_AWS_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, is_missing_s3_object, is_transient_s3_error,
-    make_s3_client, s3_error_code, s3_http_status, without_query,
+    MISSING_AWS_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, S3Settings, is_missing_s3_object, is_transient_s3_error,
+    s3_client_for, s3_error_code, s3_http_status, without_query,
 )
 
 log = logging.getLogger(__name__)
@@ -65,20 +65,44 @@ class LocalFile:
 
 
 @contextmanager
-def fetched(source: str, suffixes: Sequence[str]) -> Iterator[list[LocalFile]]:
+def fetched(source: str, suffixes: Sequence[str], s3: S3Settings = S3Settings()) -> Iterator[list[LocalFile]]:
     """The files `source` names, sorted by name; downloads live in a temporary folder until the block ends.
 
     A folder, a glob or an S3 prefix ending in '/' stands for its files whose names end in one of `suffixes`;
     a warning names its other files and its sub-folders, and Excel workbooks in other formats are refused.
+    S3 is reached as `s3` says, the settings the run publishes with.
     """
-    scheme = source.partition("://")[0].lower() if "://" in source else ""
+    scheme = _scheme(source)
     if not scheme:
         yield local_files(source, suffixes)
         return
-    if scheme not in ("s3", "http", "https"):
-        raise InputError(f"Input {source}: unsupported location {scheme}://; use a path, s3:// or https://.")
     with tempfile.TemporaryDirectory(prefix="segments-input-") as folder:
-        yield download_s3(source, suffixes, Path(folder)) if scheme == "s3" else [download_http(source, Path(folder))]
+        if scheme == "s3":
+            yield download_s3(source, suffixes, Path(folder), s3)
+        else:
+            yield [download_http(source, Path(folder))]
+
+
+def listed_files(source: str, suffixes: Sequence[str], s3: S3Settings = S3Settings()) -> list[str]:
+    """Where each file `source` names is, in `fetched`'s order, without fetching any.
+
+    Each location read on its own is that one file: a path as `fetched` names it, an s3:// object or the URL itself.
+    """
+    scheme = _scheme(source)
+    if not scheme:
+        return [file.name for file in local_files(source, suffixes)]
+    if scheme == "s3":
+        bucket, keys = _s3_keys(s3_client_for(s3), source, suffixes)
+        return [f"s3://{bucket}/{key}" for key in keys]
+    return [source]
+
+
+def _scheme(source: str) -> str:
+    """'s3', 'http' or 'https' for a remote source, '' for a local one; an error for any other scheme."""
+    scheme = source.partition("://")[0].lower() if "://" in source else ""
+    if scheme not in ("", "s3", "http", "https"):
+        raise InputError(f"Input {source}: unsupported location {scheme}://; use a path, s3:// or https://.")
+    return scheme
 
 
 def local_files(source: str, suffixes: Sequence[str]) -> list[LocalFile]:
@@ -142,14 +166,19 @@ def _or_list(suffixes: Sequence[str]) -> str:
 # --- S3 ----------------------------------------------------------------------------------
 
 
-def download_s3(url: str, suffixes: Sequence[str], folder: Path) -> list[LocalFile]:
+def download_s3(url: str, suffixes: Sequence[str], folder: Path, s3: S3Settings = S3Settings()) -> list[LocalFile]:
     """Download s3://bucket/key, or every data file directly under s3://bucket/prefix/, into `folder`."""
+    client = s3_client_for(s3)
+    bucket, keys = _s3_keys(client, url, suffixes)
+    return [_download_s3_object(client, bucket, key, folder) for key in keys]
+
+
+def _s3_keys(client: S3Client, url: str, suffixes: Sequence[str]) -> tuple[str, list[str]]:
+    """The bucket of s3://bucket/key and that key, or of s3://bucket/prefix/ and its data files' keys."""
     bucket, _, key = url[len("s3://"):].partition("/")
     if not bucket:
         raise InputError(f"Input {url}: no bucket named; use s3://bucket/key or s3://bucket/prefix/.")
-    client = make_s3_client()
-    keys = _list_keys(client, url, bucket, key, suffixes) if key == "" or key.endswith("/") else [key]
-    return [_download_s3_object(client, bucket, object_key, folder) for object_key in keys]
+    return bucket, _list_keys(client, url, bucket, key, suffixes) if key == "" or key.endswith("/") else [key]
 
 
 def _list_keys(client: S3Client, url: str, bucket: str, prefix: str, suffixes: Sequence[str]) -> list[str]:

@@ -1,5 +1,7 @@
 """The assign-segments flow: a published model labels the customers of an export."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -10,6 +12,7 @@ from flows.parameters import AssignmentParameters, SegmentationParameters
 from flows.segmentation import customer_segmentation
 from tasks.generate import write_generated
 from tasks.model import CORE_SAMPLES_FILE, MODEL_FILE, SegmentModel
+from tests.s3_server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, moto_s3_server, s3_test_client
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -67,9 +70,33 @@ def test_a_missing_model_fails_the_run_before_reading_the_input(tmp_path):
 def test_cli_assign_prints_the_summary(fitted_and_assigned, tmp_path, capsys):
     _, _, target = fitted_and_assigned
     manifest = (target / "runs" / "fit" / "manifest.json").read_text()
-    training_input = __import__("json").loads(manifest)["parameters"]["input"]
+    training_input = json.loads(manifest)["parameters"]["input"]
     exit_code = main(["assign", "--model", str(target / "runs" / "fit"), "--input", training_input,
                       "--target", str(tmp_path), "--run-id", "cli-assign"])
     assert exit_code == 0
     output = capsys.readouterr().out
     assert "Run cli-assign completed." in output and "report" not in output.split("segments file")[1]
+
+
+@pytest.mark.slow
+def test_an_s3_model_and_input_are_read_through_the_runs_s3_endpoint_parameter(fitted_and_assigned, tmp_path,
+                                                                                monkeypatch):
+    _, _, target = fitted_and_assigned
+    training_input = json.loads((target / "runs" / "fit" / "manifest.json").read_text())["parameters"]["input"]
+    for name, value in {"AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
+                        "AWS_REGION": TEST_REGION}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with moto_s3_server() as endpoint_url:
+        client = s3_test_client(endpoint_url)
+        client.create_bucket(Bucket="segments")
+        client.upload_file(training_input, "segments", "exports/lines.parquet")
+        for name in (MODEL_FILE, CORE_SAMPLES_FILE):
+            client.upload_file(str(target / "runs" / "fit" / name), "segments", f"runs/fit/{name}")
+        state = assign_segments(AssignmentParameters(
+            model="s3://segments/runs/fit", input="s3://segments/exports/lines.parquet", target=str(tmp_path),
+            s3_endpoint_url=endpoint_url, retries=0,
+        ), return_state=True)
+    assert state.is_completed(), state.message
+    assert pl.read_parquet(tmp_path / "runs" / state.result().run_id / "segments.parquet").height > 0

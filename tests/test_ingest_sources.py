@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from flows.serve import free_port
 from tasks import publish, sources
 from tasks.errors import InputError
-from tasks.ingest import load_transactions
+from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
 from tests.ingest_samples import (
     LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
@@ -186,6 +186,20 @@ def test_s3_prefix_with_an_excel_workbook_that_is_not_xlsx_is_refused(s3_endpoin
     use_s3(monkeypatch, s3_endpoint)
     with pytest.raises(InputError, match=r"legacy/2010\.xls cannot be read .* save it as \.xlsx"):
         load_transactions(f"s3://{BUCKET}/legacy/")
+
+
+@pytest.mark.slow
+def test_s3_is_reached_as_the_runs_s3_settings_say_without_any_endpoint_in_the_environment(
+    s3_endpoint, monkeypatch, tmp_path,
+):
+    use_s3(monkeypatch, s3_endpoint)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    settings = publish.S3Settings(endpoint_url=s3_endpoint)
+    prefix = f"s3://{BUCKET}/monthly/"
+    assert load_transactions(prefix, s3=settings).transactions.equals(LINES)
+    staged = stage_transactions(prefix, tmp_path / "staged", s3=settings).transactions
+    assert staged.collect().equals(LINES)
+    assert sources.listed_files(prefix, SUFFIXES, settings) == [f"{prefix}2010-12.csv", f"{prefix}2011-12.parquet"]
 
 
 @pytest.mark.slow
