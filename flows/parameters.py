@@ -169,6 +169,12 @@ class AssignmentParameters(RunParameters):
     input: str = Field(description="Invoice-line export whose customers get a segment: Parquet, CSV or .xlsx; a file, "
                                    "folder or glob, `s3://` or `https://`.")
 
+    @field_validator("model")
+    @classmethod
+    def valid_model_location(cls, model: str) -> str:
+        parse_target(model, reading=True)
+        return model
+
 
 class PartitionedParameters(SegmentationParameters):
     """Everything a run of `customer-segmentation-partitioned` can be told."""

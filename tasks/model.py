@@ -182,7 +182,10 @@ def load_model(run_uri: str, s3: "S3Settings | None" = None) -> SegmentModel:
     """The model published in a run folder (local path or s3:// URI, reached as `s3` says)."""
     from tasks.publish import S3Settings, open_store  # storage stays at the edge; the model itself is pure
 
-    store = open_store(run_uri, settings=s3 or S3Settings(), reading=True)
+    try:
+        store = open_store(run_uri, settings=s3 or S3Settings(), reading=True)
+    except ValueError as error:  # a location no store can be opened at
+        raise InputError(f"Model: {error}") from None
     files = {name: store.get(name) for name in (MODEL_FILE, CORE_SAMPLES_FILE)}
     missing = [name for name, data in files.items() if data is None]
     if missing:

@@ -141,26 +141,32 @@ class DownloadLink:
     expires_at: datetime | None
 
 
-def parse_target(target: str | os.PathLike[str]) -> Target:
-    """Read `s3://bucket/optional/prefix` as an S3Target and anything else as a local directory."""
+def parse_target(target: str | os.PathLike[str], *, reading: bool = False) -> Target:
+    """Read `s3://bucket/optional/prefix` as an S3Target and anything else as a local directory.
+
+    A target published to must not climb out of its folder through '..'; a local folder that is only
+    read from (`reading`, a published run's folder say) may, as in `../project/artifacts/runs/<run_id>`.
+    """
     text = os.fspath(target)
-    _reject_control_characters(text)
+    what = "Location" if reading else "Publish target"
+    _reject_control_characters(text, what)
     if not text.strip():
-        raise ValueError("Publish target is empty; give a directory or s3://bucket/prefix.")
+        raise ValueError(f"{what} is empty; give a directory or s3://bucket/prefix.")
     scheme, separator, rest = text.partition("://")
     if not separator:
-        _reject_parent_segments(Path(text).parts, text)
+        if not reading:
+            _reject_parent_segments(Path(text).parts, text, what)
         return LocalTarget(Path(text))
     if scheme != "s3":
-        raise ValueError(f"Publish target {text!r}: unsupported scheme {scheme!r}; use a directory or s3://.")
+        raise ValueError(f"{what} {text!r}: unsupported scheme {scheme!r}; use a directory or s3://.")
     bucket, _, prefix = rest.partition("/")
     if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
         raise ValueError(
-            f"Publish target {text!r}: {bucket!r} is not a valid bucket name "
+            f"{what} {text!r}: {bucket!r} is not a valid bucket name "
             "(3-63 characters: lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)."
         )
     segments = [segment for segment in prefix.split("/") if segment]
-    _reject_parent_segments(segments, text)
+    _reject_parent_segments(segments, text, what)  # S3 keys have no parent: '..' would be taken literally
     return S3Target(bucket, "/".join(segments))
 
 
@@ -188,16 +194,16 @@ def _validate_segment(value: str, what: str) -> str:
     return value
 
 
-def _reject_control_characters(text: str) -> None:
+def _reject_control_characters(text: str, what: str) -> None:
     """Raise ValueError if a target contains a control character such as a newline or NUL."""
     if any(unicodedata.category(character) == "Cc" for character in text):
-        raise ValueError(f"Publish target {text!r} contains control characters.")
+        raise ValueError(f"{what} {text!r} contains control characters.")
 
 
-def _reject_parent_segments(segments: list[str] | tuple[str, ...], text: str) -> None:
+def _reject_parent_segments(segments: list[str] | tuple[str, ...], text: str, what: str) -> None:
     """Raise ValueError if a path has a '..' segment, which could escape the target."""
     if ".." in segments:
-        raise ValueError(f"Publish target {text!r} must not contain '..' segments.")
+        raise ValueError(f"{what} {text!r} must not contain '..' segments.")
 
 
 def content_type_for(name: str) -> str:
@@ -543,9 +549,9 @@ def open_store(
 ) -> ArtifactStore:
     """The store for a target; S3 uses `s3_client` or one built from `settings`, and creates the bucket if asked.
 
-    A store opened for `reading` never creates its bucket.
+    A store opened for `reading` is a location parse_target reads as such, and its bucket is never created.
     """
-    parsed = parse_target(target)
+    parsed = parse_target(target, reading=reading)
     if isinstance(parsed, LocalTarget):
         return LocalStore(parsed.root)
     store = S3Store(

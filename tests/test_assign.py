@@ -11,7 +11,8 @@ from flows.cli import main
 from flows.parameters import AssignmentParameters, SegmentationParameters
 from flows.segmentation import customer_segmentation
 from tasks.generate import write_generated
-from tasks.model import CORE_SAMPLES_FILE, MODEL_FILE, SegmentModel
+from tasks.errors import InputError
+from tasks.model import CORE_SAMPLES_FILE, MODEL_FILE, SegmentModel, load_model
 from tests.s3_server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, moto_s3_server, s3_test_client
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -65,6 +66,22 @@ def test_a_missing_model_fails_the_run_before_reading_the_input(tmp_path):
     state = assign_segments(params, return_state=True)
     assert state.is_failed()
     assert "model/model.json, model/core_samples.parquet not found" in state.message
+
+
+def test_a_model_location_no_store_can_be_opened_at_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["assign", "--model", "gs://models/runs/fit", "--input", str(tmp_path / "absent.csv"),
+                 "--target", str(tmp_path)]) == 2
+    assert "Location 'gs://models/runs/fit': unsupported scheme 'gs'" in capsys.readouterr().err
+    with pytest.raises(InputError, match=r"^Model: Location 's3://Models/runs/fit': 'Models' is not a valid bucket"):
+        load_model("s3://Models/runs/fit")
+
+
+def test_a_model_in_a_folder_next_to_the_working_one_is_read(fitted_and_assigned, tmp_path, monkeypatch):
+    _, _, target = fitted_and_assigned
+    training_input = json.loads((target / "runs" / "fit" / "manifest.json").read_text())["parameters"]["input"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["assign", "--model", f"../{target.name}/runs/fit", "--input", training_input,
+                 "--target", "assigned", "--retries", "0"]) == 0
 
 
 def test_cli_assign_prints_the_summary(fitted_and_assigned, tmp_path, capsys):

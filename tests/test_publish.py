@@ -460,6 +460,13 @@ def test_parse_target_rejects_unsafe_or_malformed_targets(text: str) -> None:
         parse_target(text)
 
 
+def test_a_location_only_read_from_may_climb_out_of_the_working_folder_but_not_out_of_a_bucket() -> None:
+    assert parse_target("../project/artifacts/runs/x", reading=True) == LocalTarget(Path("../project/artifacts/runs/x"))
+    for text in ("s3://bucket/../other", "s3://Upper-Case/runs/x", "gs://bucket/runs/x", "runs/\nx", ""):
+        with pytest.raises(ValueError, match="Location"):
+            parse_target(text, reading=True)
+
+
 @pytest.mark.parametrize(
     "name", ["", "../escape.csv", "/abs.csv", "a/b/c.csv", "charts/", "manifest.json", "bad\nname.csv", "a/../b.csv"]
 )
