@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -35,6 +36,11 @@ from tasks.generate import generate_transactions
 
 
 MAX_FAILURE_CASES = 1_000
+# Failures that are not the project's own and may pass by themselves: the network or a disk or share that hiccuped,
+# S3 or the Prefect API out of reach. The project's own errors say themselves whether they may pass (`retryable`).
+TRANSIENT_FAILURES = (OSError, *publish.S3_TRANSPORT_FAILURES, httpx.TransportError)
+# OSErrors about a path rather than about reaching it: the same path gets the same answer.
+WRONG_PATH_FAILURES = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STAGE_CODE_FOLDERS = (PROJECT_ROOT / "tasks", PROJECT_ROOT / "schemas")
 
@@ -325,13 +331,17 @@ def clustering_options(params: SegmentationParameters) -> cluster.ClusteringOpti
 
 
 def is_transient_failure(task, task_run, state) -> bool:
-    """Retry what the outside world may fix by itself; bad input or a refused bucket fail at once."""
+    """Retry what the outside world may fix by itself; bad input, a refused bucket or a bug fail at once."""
     try:
         state.result()
     except SegmentsError as error:
         return getattr(error, "retryable", False)
-    except Exception:
+    except WRONG_PATH_FAILURES:
+        return False
+    except TRANSIENT_FAILURES:
         return True
+    except Exception:  # a ValueError or a KeyError, say: the same code on the same data fails the same way
+        return False
     return False
 
 

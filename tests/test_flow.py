@@ -8,9 +8,15 @@ import polars as pl
 import pytest
 from prefect.client.orchestration import get_client
 
+from botocore.exceptions import EndpointConnectionError
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
 from flows.parameters import SegmentationParameters
-from flows.segmentation import customer_segmentation
+from flows.segmentation import customer_segmentation, stage_options
 from schemas import CustomerFeatures, SegmentAssignments
+from tasks.errors import InputError
+from tasks.sources import TransientInputError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -113,3 +119,30 @@ def test_a_broken_clean_contract_fails_the_run_and_publishes_the_failure_cases(t
     failures = next(artifact for artifact in artifacts if artifact.key == "clean-contract-failures")
     assert "UnitPrice" in str(failures.data)
     assert not (tmp_path / "runs").exists()
+
+
+FAILURES = {
+    "a bug": (ValueError("unexpected value"), 1), "a missing key": (KeyError("Amount"), 1),
+    "a missing file": (FileNotFoundError("work/part-00001.parquet"), 1), "bad input": (InputError("bad input"), 1),
+    "a timeout": (TimeoutError("timed out"), 3), "a refused connection": (ConnectionRefusedError(), 3),
+    "S3 out of reach": (EndpointConnectionError(endpoint_url="http://minio:9000"), 3),
+    "input that may come back": (TransientInputError("HTTP 503"), 3),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_stage_is_retried_only_after_a_failure_that_may_pass(failure):
+    error, runs = FAILURES[failure]
+    attempts = []
+
+    @task(cache_policy=NO_CACHE)
+    def failing_stage() -> None:
+        attempts.append(error)
+        raise error
+
+    @flow
+    def one_stage() -> None:
+        failing_stage.with_options(**stage_options(SegmentationParameters(retries=2, retry_delay_seconds=0)))()
+
+    assert one_stage(return_state=True).is_failed()
+    assert len(attempts) == runs
