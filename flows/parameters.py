@@ -112,18 +112,9 @@ class RunParameters(BaseModel):
         return shlex.join(words)
 
 
-class SegmentationParameters(RunParameters):
-    """Everything a run of `customer-segmentation` can be told."""
+class FittingParameters(RunParameters):
+    """What every run that fits segments can be told: how customers are clustered, and the seed."""
 
-    command: ClassVar[str] = "run"
-
-    input: str | None = Field(
-        default=None,
-        description=(
-            "Invoice-line export to segment: Parquet, CSV or .xlsx; a file, folder or glob, `s3://` or `https://`. "
-            "Empty: generate the built-in synthetic demo data."
-        ),
-    )
     features: list[Literal[PROFILED_FEATURES]] = Field(
         default_factory=lambda: list(DEFAULT_CLUSTERING_FEATURES), min_length=1,
         description="Features that feed the clustering distance.",
@@ -147,6 +138,21 @@ class SegmentationParameters(RunParameters):
     stability_resamples: int = Field(
         default=10, ge=1, le=200, description="Bootstrap resamples behind the stability metric.",
     )
+    seed: int = Field(default=42, ge=0, description="Seed for the demo data and every random step, for reproducible runs.")
+
+
+class SegmentationParameters(FittingParameters):
+    """Everything a run of `customer-segmentation` can be told."""
+
+    command: ClassVar[str] = "run"
+
+    input: str | None = Field(
+        default=None,
+        description=(
+            "Invoice-line export to segment: Parquet, CSV or .xlsx; a file, folder or glob, `s3://` or `https://`. "
+            "Empty: generate the built-in synthetic demo data."
+        ),
+    )
     streaming: bool = Field(
         default=False,
         description=("Stream the lines through ingest, clean and features in batches via Parquet files in a temporary "
@@ -155,7 +161,6 @@ class SegmentationParameters(RunParameters):
     demo_lines: int = Field(
         default=200_000, ge=1_000, le=100_000_000, description="Size of the synthetic demo data when no input is given.",
     )
-    seed: int = Field(default=42, ge=0, description="Seed for the demo data and every random step, for reproducible runs.")
 
 
 class AssignmentParameters(RunParameters):
@@ -176,7 +181,7 @@ class AssignmentParameters(RunParameters):
         return model
 
 
-class PartitionedParameters(SegmentationParameters):
+class PartitionedParameters(FittingParameters):
     """Everything a run of `customer-segmentation-partitioned` can be told."""
 
     command: ClassVar[str] = "run-partitioned"
@@ -194,9 +199,6 @@ class PartitionedParameters(SegmentationParameters):
     )
     dask_workers: int = Field(
         default=2, ge=1, le=512, description="Worker processes of the local Dask cluster (when no dask_address).",
-    )
-    streaming: Literal[False] = Field(
-        default=False, description="Not used: a partitioned run holds one file or one customer partition per task.",
     )
     work_dir: str | None = Field(
         default=None, description="Folder for the partition files that every Dask worker can read and write. "

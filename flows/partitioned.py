@@ -16,7 +16,7 @@ publishing run in the flow's process on the assembled feature table, one row per
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -62,6 +62,14 @@ class WorkFolder:
 
 
 @dataclass(frozen=True)
+class InputFile:
+    """One file of the input: where every Dask worker reads it, and the name the input's fingerprint lists it by."""
+
+    location: str  # an absolute path, an s3:// object or an http(s) URL
+    name: str  # as ingest of the whole input names it: a path as given, relative or not
+
+
+@dataclass(frozen=True)
 class ScreenedFile:
     """What the task of one input file found: its rows, its guest lines and the partitions its customers fall in."""
 
@@ -83,24 +91,30 @@ class CleanedPartition:
 
 
 @task(name="list-files")
-def list_input_files(source: str, s3: S3Settings) -> list[str]:
-    """The input's files in name order, as ingest would read them; each file task fetches its own."""
-    return sources.listed_files(source, ingest.SUFFIXES, s3)
+def list_input_files(source: str, s3: S3Settings) -> list[InputFile]:
+    """The input's files in name order, as ingest would read them; each file task fetches its own.
+
+    Local paths are made absolute here, in the flow's process: a worker on another machine has another working folder.
+    """
+    return [InputFile(location if "://" in location else str(Path(location).resolve()), location)
+            for location in sources.listed_files(source, ingest.SUFFIXES, s3)]
 
 
 @task(name="ingest-file")
-def screen_file(name: str, file_index: int, column_mapping: dict[str, str], partitions: int,
+def screen_file(file: InputFile, file_index: int, column_mapping: dict[str, str], partitions: int,
                 options: CleaningOptions, work: WorkFolder, s3: S3Settings) -> ScreenedFile:
     """Ingest one file, quarantine its guest lines and write the others by customer partition."""
     started = time.perf_counter()
-    loaded = ingest.load_transactions(name, column_mapping, s3=s3)
+    loaded = ingest.load_transactions(file.location, column_mapping, s3=s3)
+    name = sources.shown_location(file.name)
     lines, guests = partition.split_guests(partition.numbered_lines(loaded.transactions, file_index), options)
     write_parquet(guests, work.guests(file_index))
     by_partition = partition.by_partition(lines, partitions)
     for partition_number, part in by_partition.items():
         write_parquet(part, work.screened(partition_number, file_index))
     log_stage("ingest-file", started, file=name, rows=loaded.transactions.height, guest_rows=guests.height)
-    return ScreenedFile(loaded.fingerprint, loaded.transactions.height, guests.height, tuple(sorted(by_partition)))
+    return ScreenedFile(replace(loaded.fingerprint, source=name), loaded.transactions.height, guests.height,
+                        tuple(sorted(by_partition)))
 
 
 @task(name="clean-partition")
@@ -146,6 +160,7 @@ def merge_cleaning(source: str, screened: list[ScreenedFile], cleaned: list[Clea
     started = time.perf_counter()
     funnel = partition.merged_funnel(source, [file.rows for file in screened], sum(file.guest_rows for file in screened),
                                      [part.funnel for part in cleaned])
+    funnel.require_customers()
     guests = partition.numbered_guests(pl.scan_parquet([work.guests(index) for index in range(len(screened))]), offsets)
     quarantine = pl.concat([guests, *(pl.scan_parquet(work.cleaned(number, "quarantine")) for number in partitions)])
     merged = partition.MergedCleaning(funnel, quarantine.sort(partition.SOURCE_ROW).collect(engine="streaming"))
@@ -179,11 +194,12 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
     partitions = partitions_with_lines(screened)
     cleaned = clean_partition.with_options(**options).map(partitions, unmapped(offsets), unmapped(rules),
                                                           unmapped(work)).result()
+    # Before the snapshot and the features, which have nothing to work on when no customer is left.
+    cleaning = merge_cleaning.with_options(**options)(params.input, screened, cleaned, partitions, offsets, work)
     snapshot_date = params.snapshot_date or partition.default_snapshot([part.last_invoice for part in cleaned])
     build_partition_features.with_options(**options).map(partitions, unmapped(snapshot_date), unmapped(work)).result()
     worker_metrics = dask_worker_metrics()
-    customer_features = assemble_features(partitions, work)
-    cleaning = merge_cleaning(params.input, screened, cleaned, partitions, offsets, work)
+    customer_features = assemble_features.with_options(**options)(partitions, work)
     fingerprint = partition.merged_fingerprint(params.input, [file.fingerprint for file in screened])
     segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
     run_files, manifest = render_report.with_options(**options)(

@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
-from flows.parameters import RunParameters, SegmentationParameters
+from flows.parameters import FittingParameters, RunParameters, SegmentationParameters
 from flows.results import FramesAsArrowPickle
 from tasks import artifacts, clean, cluster, features, ingest, partition, publish, report
 from schemas.segment_assignments import OUTLIER
@@ -204,7 +204,7 @@ def fit_segments(customer_features: pl.DataFrame, options: cluster.ClusteringOpt
 # The report embeds its run id and time, and publishing is the point of a run: both run every time.
 @task(name="report", cache_policy=NO_CACHE)
 def render_report(
-    run_id: str, params: SegmentationParameters, fingerprint: ingest.InputFingerprint,
+    run_id: str, params: FittingParameters, fingerprint: ingest.InputFingerprint,
     cleaned: clean.CleanedTransactions | partition.MergedCleaning, customer_features: pl.DataFrame,
     segmentation: cluster.Segmentation, extra_metrics: dict,
 ) -> tuple[dict[str, bytes], dict]:
@@ -321,7 +321,7 @@ def streaming_work_folder(streaming: bool) -> Iterator[Path | None]:
         yield Path(folder)
 
 
-def clustering_options(params: SegmentationParameters) -> cluster.ClusteringOptions:
+def clustering_options(params: FittingParameters) -> cluster.ClusteringOptions:
     """The clustering parameters, and nothing else, so that other parameters leave a cached fit reusable."""
     return cluster.ClusteringOptions(
         features=tuple(params.features), scaler=params.scaler, eps=params.eps, min_samples=params.min_samples,

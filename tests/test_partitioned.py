@@ -16,6 +16,7 @@ from tasks import clean, features, ingest, partition
 from tasks.clean import SOURCE_ROW, CleaningOptions
 from tasks.generate import generate_transactions
 from tests.conftest import invoice_lines
+from tests.ingest_samples import LINES
 
 OPTIONS = CleaningOptions(latest_plausible_date=datetime(2030, 1, 1))
 
@@ -115,6 +116,27 @@ def test_parameters_need_a_work_folder_the_workers_share_for_an_s3_target():
     assert PartitionedParameters(input="exports/", target="s3://bucket/segments", work_dir="/shared/work").partitions == 16
 
 
+@pytest.mark.parametrize("flag", ["streaming", "demo_lines"])
+def test_parameters_offer_no_flag_a_partitioned_run_ignores(flag):
+    from flows.partitioned import PartitionedParameters
+
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        PartitionedParameters(input="exports/", **{flag: False if flag == "streaming" else 5_000})
+
+
+def test_local_input_files_are_handed_to_the_workers_by_absolute_path_and_fingerprinted_by_name(tmp_path, monkeypatch):
+    from flows.partitioned import InputFile, list_input_files
+    from tasks.publish import S3Settings
+
+    (tmp_path / "exports").mkdir()
+    for month in ("2011-01", "2011-02"):
+        LINES.write_parquet(tmp_path / "exports" / f"{month}.parquet")
+    monkeypatch.chdir(tmp_path)
+    assert list_input_files.fn("exports/*.parquet", S3Settings()) == [
+        InputFile(str(tmp_path / "exports" / f"{month}.parquet"), f"exports/{month}.parquet")
+        for month in ("2011-01", "2011-02")]
+
+
 # --- the flow on a Dask LocalCluster against customer-segmentation -------------------------
 
 
@@ -207,6 +229,26 @@ def test_segments_and_input_fingerprint_are_identical(both_runs):
     assert manifests[0]["input"] == manifests[1]["input"]
     assert manifests[0]["counts"] == manifests[1]["counts"]
     assert manifests[1]["metrics"]["segments"] >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("guests_only", "countries", "message"), [
+    (True, [], "no line has a CustomerID"),
+    (False, ["Atlantis"], "Cleaning left no customer to segment: rule country_not_selected"),
+], ids=["guests only", "no customer of the countries"])
+def test_an_input_without_customers_to_segment_fails_with_the_reason(guests_only, countries, message, tmp_path,
+                                                                      prefect_server):
+    from flows.partitioned import PartitionedParameters, customer_segmentation_partitioned
+
+    lines = generate_transactions(5_000, seed=3).transactions
+    if guests_only:
+        lines = lines.with_columns(pl.lit(None, dtype=lines["CustomerID"].dtype).alias("CustomerID"))
+    lines.write_parquet(tmp_path / "lines.parquet")
+    state = customer_segmentation_partitioned(PartitionedParameters(
+        input=str(tmp_path / "*.parquet"), target=str(tmp_path / "out"), countries=countries, dask_workers=1,
+        partitions=2, retries=0), return_state=True)
+    assert state.is_failed()
+    assert message in state.message and "InputError" in state.message
 
 
 def test_the_task_runner_is_the_scheduler_given_or_a_local_cluster_of_the_workers_asked_for():
