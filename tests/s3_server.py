@@ -80,6 +80,15 @@ def _tail(server_log: IO[bytes], limit: int = 2000) -> str:
     return server_log.read().decode(errors="replace")[-limit:]
 
 
+def use_test_credentials_only(monkeypatch) -> None:
+    """The test key pair and region in the environment, and no endpoint: the S3 parameters must name the server."""
+    for name, value in {"AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
+                        "AWS_REGION": TEST_REGION}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def s3_test_client(
     endpoint_url: str,
     *,

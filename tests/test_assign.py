@@ -13,7 +13,7 @@ from flows.segmentation import customer_segmentation
 from tasks.generate import write_generated
 from tasks.errors import InputError
 from tasks.model import CORE_SAMPLES_FILE, MODEL_FILE, SegmentModel, load_model
-from tests.s3_server import TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, moto_s3_server, s3_test_client
+from tests.s3_server import moto_s3_server, s3_test_client, use_test_credentials_only
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -100,11 +100,7 @@ def test_an_s3_model_and_input_are_read_through_the_runs_s3_endpoint_parameter(f
                                                                                 monkeypatch):
     _, _, target = fitted_and_assigned
     training_input = json.loads((target / "runs" / "fit" / "manifest.json").read_text())["parameters"]["input"]
-    for name, value in {"AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
-                        "AWS_REGION": TEST_REGION}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    use_test_credentials_only(monkeypatch)
     with moto_s3_server() as endpoint_url:
         client = s3_test_client(endpoint_url)
         client.create_bucket(Bucket="segments")

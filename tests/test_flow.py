@@ -16,7 +16,9 @@ from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation, stage_options
 from schemas import CustomerFeatures, SegmentAssignments
 from tasks.errors import InputError
+from tasks.generate import write_generated
 from tasks.sources import TransientInputError
+from tests.s3_server import moto_s3_server, s3_test_client, use_test_credentials_only
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -83,6 +85,22 @@ def test_prefect_artifacts_describe_the_run(finished_run):
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
         )
     assert {artifact.key for artifact in artifacts} == {"run-summary", "segments", "report"}
+
+
+@pytest.mark.slow
+def test_an_s3_input_is_read_and_published_through_the_runs_s3_endpoint_parameter(tmp_path, monkeypatch):
+    transactions, _ = write_generated(tmp_path, 20_000, seed=7)
+    use_test_credentials_only(monkeypatch)
+    with moto_s3_server() as endpoint_url:
+        client = s3_test_client(endpoint_url)
+        client.create_bucket(Bucket="segments")
+        client.upload_file(str(transactions), "segments", "exports/lines.parquet")
+        state = customer_segmentation(SegmentationParameters(
+            input="s3://segments/exports/lines.parquet", target="s3://segments/out", run_id="from-s3",
+            s3_endpoint_url=endpoint_url, retries=0,
+        ), return_state=True)
+        assert state.is_completed(), state.message
+        client.head_object(Bucket="segments", Key="out/runs/from-s3/manifest.json")
 
 
 def test_bad_input_fails_the_run_at_once_with_the_reason(tmp_path):
