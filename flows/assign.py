@@ -15,8 +15,7 @@ from flows.segmentation import (
     finish_run, publish_run, stage_options,
 )
 from schemas import SegmentAssignments
-from schemas.segment_assignments import OUTLIER
-from tasks import artifacts, clean, cluster, ingest, publish
+from tasks import artifacts, clean, ingest, publish
 from tasks.contracts import enforce
 from tasks.model import SegmentModel, load_model
 
@@ -46,14 +45,9 @@ def export_assignments(
 ) -> tuple[dict[str, bytes], dict, pl.DataFrame]:
     """The run's files, the manifest's body and the segment profiles of the assigned customers."""
     started = time.perf_counter()
-    segments = artifacts.segment_table(customer_features, assignments)
-    readings = cluster.read_segments(segments)
-    profiles = cluster.profile_segments(segments, readings)
-    outlier_share = float((assignments["segment"] == OUTLIER).mean())
-    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), loaded.fingerprint, cleaned, segments,
-                                       {"model": params.model, "outlier_share": outlier_share})
-    files = artifacts.data_files(segments, profiles, cleaned)
-    log_stage("export", started, customers=segments.height, files=len(files))
+    files, manifest, profiles = artifacts.assignment_artifacts(
+        run_id, params.model_dump(mode="json"), params.model, loaded.fingerprint, cleaned, customer_features, assignments)
+    log_stage("export", started, customers=customer_features.height, files=len(files))
     return files, manifest, profiles
 
 

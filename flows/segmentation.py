@@ -29,7 +29,7 @@ from prefect.utilities.hashing import hash_objects
 
 from flows.parameters import FittingParameters, RunParameters, SegmentationParameters
 from flows.results import FramesAsArrowPickle
-from tasks import artifacts, clean, cluster, features, ingest, partition, publish, report
+from tasks import artifacts, clean, cluster, features, ingest, partition, publish
 from schemas.segment_assignments import OUTLIER
 from tasks.errors import DataContractError, SegmentsError
 from tasks.generate import generate_transactions
@@ -208,26 +208,12 @@ def render_report(
     cleaned: clean.CleanedTransactions | partition.MergedCleaning, customer_features: pl.DataFrame,
     segmentation: cluster.Segmentation, extra_metrics: dict,
 ) -> tuple[dict[str, bytes], dict]:
-    """Every file of the run (data exports, charts, report.html) and the manifest's body."""
+    """Every file of the run (data exports, model, charts, report.html) and the manifest's body."""
     started = time.perf_counter()
-    segments = artifacts.segment_table(customer_features, segmentation.assignments)
-    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples, **extra_metrics}
-    inputs = report.ReportInputs(
-        run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaned.quality(),
-        k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
-        projection=segmentation.projection, metrics=metrics, parameters=params.model_dump(mode="json"),
-        input_description=ingest.describe(fingerprint, cleaned.funnel.raw_rows),
-        reproduce_command=params.as_command_line(run_id),
+    files, manifest = artifacts.segmentation_artifacts(
+        run_id, params.model_dump(mode="json"), params.as_command_line(run_id), fingerprint, cleaned,
+        customer_features, segmentation, extra_metrics,
     )
-    charts = report.render_charts(inputs)
-    files = {
-        **artifacts.data_files(segments, segmentation.profiles, cleaned),
-        **segmentation.model.to_files(),
-        **{f"charts/{name}": png for name, png in charts.items()},
-        "report.html": report.render_report_html(inputs, charts).encode(),
-    }
-    manifest = artifacts.manifest_body(run_id, params.model_dump(mode="json"), fingerprint, cleaned, segments,
-                                       {**metrics, "eps_search": segmentation.eps_search})
     log_stage("report", started, files=len(files))
     return files, manifest
 

@@ -1,4 +1,4 @@
-"""The run's files as bytes: data exports, quality figures and the manifest's body.
+"""The run's files as bytes: data exports, model, charts, report, quality figures and the manifest's body.
 
 Nothing here touches disk or network; the publisher stores what these functions return.
 """
@@ -13,13 +13,54 @@ from importlib.metadata import version
 import polars as pl
 from sklearn.metrics import adjusted_rand_score
 
+from schemas.segment_assignments import OUTLIER
+from tasks import report
 from tasks.clean import CleanedTransactions
-from tasks.ingest import InputFingerprint
+from tasks.cluster import Segmentation, profile_segments, read_segments
+from tasks.ingest import InputFingerprint, describe
 
 PACKAGES = ("retail-segments", "prefect", "polars", "pandera", "scikit-learn", "matplotlib", "boto3", "numpy")
 CRM_COLUMNS = ("CustomerID", "segment_name", "risk", "Country", "Recency", "FrequencyPurchase", "Amount", "AvgOrderValue")
 # A text cell starting with one of these runs as a formula when a spreadsheet opens the CSV (OWASP: CSV injection).
 FORMULA_START = r"^([=+\-@\t\r])"
+
+
+def segmentation_artifacts(
+    run_id: str, parameters: dict, reproduce_command: str, fingerprint: InputFingerprint,
+    cleaned: CleanedTransactions, features: pl.DataFrame, segmentation: Segmentation, extra_metrics: dict,
+) -> tuple[dict[str, bytes], dict]:
+    """Every file of a segmentation run (data exports, model, charts, report.html) and the manifest's body."""
+    segments = segment_table(features, segmentation.assignments)
+    metrics = {**segmentation.metrics, "eps": segmentation.eps, "min_samples": segmentation.min_samples, **extra_metrics}
+    inputs = report.ReportInputs(
+        run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaned.quality(),
+        k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
+        projection=segmentation.projection, metrics=metrics, parameters=parameters,
+        input_description=describe(fingerprint, cleaned.funnel.raw_rows), reproduce_command=reproduce_command,
+    )
+    charts = report.render_charts(inputs)
+    files = {
+        **data_files(segments, segmentation.profiles, cleaned),
+        **segmentation.model.to_files(),
+        **{f"charts/{name}": png for name, png in charts.items()},
+        "report.html": report.render_report_html(inputs, charts).encode(),
+    }
+    manifest = manifest_body(run_id, parameters, fingerprint, cleaned, segments,
+                             {**metrics, "eps_search": segmentation.eps_search})
+    return files, manifest
+
+
+def assignment_artifacts(
+    run_id: str, parameters: dict, model_location: str, fingerprint: InputFingerprint,
+    cleaned: CleanedTransactions, features: pl.DataFrame, assignments: pl.DataFrame,
+) -> tuple[dict[str, bytes], dict, pl.DataFrame]:
+    """The files of a run that assigned a published model's segments, the manifest's body and the segments' profiles."""
+    segments = segment_table(features, assignments)
+    profiles = profile_segments(segments, read_segments(segments))
+    outlier_share = float((assignments["segment"] == OUTLIER).mean())
+    manifest = manifest_body(run_id, parameters, fingerprint, cleaned, segments,
+                             {"model": model_location, "outlier_share": outlier_share})
+    return data_files(segments, profiles, cleaned), manifest, profiles
 
 
 def segment_table(features: pl.DataFrame, assignments: pl.DataFrame) -> pl.DataFrame:
