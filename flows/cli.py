@@ -103,7 +103,16 @@ def add_parameter_flags(parser: argparse.ArgumentParser, parameters: "type[RunPa
         flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
         repeated = name in CLI_FLAGS
         parser.add_argument(flag, dest=name, action="append" if repeated else "store",
+                            type=column_pair if name == "column_mapping" else None,
                             help=field.description + (" (repeat the flag for several)" if repeated else ""))
+
+
+def column_pair(text: str) -> tuple[str, str]:
+    """`Source=Canonical` as (source column, canonical column); canonical names have no '=', source names may."""
+    source, separator, canonical = text.rpartition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"expected Source=Canonical, got {text!r}")
+    return source, canonical
 
 
 def parameters_from(arguments: argparse.Namespace) -> "RunParameters":
@@ -111,7 +120,7 @@ def parameters_from(arguments: argparse.Namespace) -> "RunParameters":
     model = arguments.parameters
     given = {name: value for name, value in vars(arguments).items() if name in model.model_fields and value is not None}
     if "column_mapping" in given:
-        given["column_mapping"] = dict(pair.split("=", 1) for pair in given["column_mapping"] if "=" in pair)
+        given["column_mapping"] = dict(given["column_mapping"])
     return model(**given)
 
 

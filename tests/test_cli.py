@@ -42,6 +42,18 @@ def test_reproduce_command_round_trips():
     assert again == params.model_copy(update={"run_id": "run-1"})
 
 
+def test_a_column_map_splits_at_its_last_equals_sign():
+    arguments = build_parser().parse_args(["run", "--column-map", "Customer=Id=CustomerID"])
+    assert parameters_from(arguments).column_mapping == {"Customer=Id": "CustomerID"}
+
+
+def test_a_column_map_without_an_equals_sign_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["run", "--column-map", "Customer"])
+    assert exited.value.code == 2
+    assert "--column-map: expected Source=Canonical, got 'Customer'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
