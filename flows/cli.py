@@ -165,11 +165,15 @@ class _OwnErrorsWithoutTraceback(logging.Filter):
         return True
 
 
+# One instance: a handler adds a filter it holds already only once, and tests call main() again and again.
+_OWN_ERRORS_WITHOUT_TRACEBACK = _OwnErrorsWithoutTraceback()
+
+
 def hide_tracebacks_of_own_errors() -> None:
     """Keep Prefect's console log free of stack traces for the project's own errors."""
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_OwnErrorsWithoutTraceback())
+            handler.addFilter(_OWN_ERRORS_WITHOUT_TRACEBACK)
 
 
 def generate_data(arguments: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """The `segments` command line: flags to parameters, the run summary, clear errors, generate."""
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.cli import build_parser, main, parameters_from
+from flows.cli import build_parser, hide_tracebacks_of_own_errors, main, parameters_from
 from flows.parameters import SegmentationParameters
 
 SEGMENTS = Path(sys.executable).parent / "segments"
@@ -68,6 +69,18 @@ def test_bad_parameters_are_rejected_before_any_work(flags, message, capsys):
     error = capsys.readouterr().err
     assert message in error
     assert "Traceback" not in error
+
+
+def test_hiding_tracebacks_again_adds_no_second_filter():
+    import prefect.main  # noqa: F401  (configures Prefect's logging: its loggers get their handlers)
+
+    handlers = [handler for name in ("prefect", "prefect.flow_runs", "prefect.task_runs")
+                for handler in logging.getLogger(name).handlers]
+    assert handlers
+    hide_tracebacks_of_own_errors()
+    filters_after_one_call = [list(handler.filters) for handler in handlers]
+    hide_tracebacks_of_own_errors()  # as a second main() in the same process does
+    assert [list(handler.filters) for handler in handlers] == filters_after_one_call
 
 
 def test_generate_writes_transactions_and_archetypes(tmp_path, capsys):
