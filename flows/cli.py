@@ -50,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                 return run_flow(build_parser().parse_args(argv), api_ready)
         arguments = build_parser().parse_args(argv)
         return arguments.handler(arguments)
-    except (SegmentsError, ValidationError, StackError) as error:
+    except (SegmentsError, ValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StackError as error:  # the temporary Prefect server's failure, not the parameters': 1, as `segments serve`
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ import pytest
 
 from flows.cli import build_parser, hide_tracebacks_of_own_errors, main, parameters_from
 from flows.parameters import SegmentationParameters
+from flows.serve import StackError
 
 SEGMENTS = Path(sys.executable).parent / "segments"
 
@@ -69,6 +70,19 @@ def test_bad_parameters_are_rejected_before_any_work(flags, message, capsys):
     error = capsys.readouterr().err
     assert message in error
     assert "Traceback" not in error
+
+
+def test_a_temporary_server_that_fails_to_start_ends_the_run_with_exit_code_1(monkeypatch, tmp_path, capsys):
+    @contextlib.contextmanager
+    def failing_server():
+        def wait_until_healthy():
+            raise StackError("the Prefect server exited with code 3 (its output is below)")
+
+        yield wait_until_healthy
+
+    monkeypatch.setattr("flows.cli.api_for_run", failing_server)
+    assert main(["run", "--target", str(tmp_path)]) == 1
+    assert "error: the Prefect server exited with code 3" in capsys.readouterr().err
 
 
 def test_hiding_tracebacks_again_adds_no_second_filter():
