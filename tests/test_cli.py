@@ -65,8 +65,14 @@ def test_a_column_map_without_an_equals_sign_is_rejected(capsys):
         (["--target", "s3://x"], "not a valid bucket name"),
     ],
 )
-def test_bad_parameters_are_rejected_before_any_work(flags, message, capsys):
-    assert main(["run", *flags]) == 2
+@pytest.mark.usefixtures("prefect_server")
+def test_bad_parameters_are_rejected_before_the_flow_runs(flags, message, capsys):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs_before = client.count_flow_runs()
+        assert main(["run", *flags]) == 2
+        assert client.count_flow_runs() == runs_before
     error = capsys.readouterr().err
     assert message in error
     assert "Traceback" not in error
