@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +27,7 @@ from tasks.publish import (
     run_key,
     validate_run_id,
 )
-from tests.s3_server import moto_s3_server, s3_test_client
+from tests.s3_server import moto_s3_server, new_bucket, s3_test_client
 
 RUN_ID = "2026-11-26T20-51-30_ab12"
 OTHER_RUN_ID = "2026-11-27T08-00-00_cd34"
@@ -98,12 +97,6 @@ def s3_target(endpoint_url: str) -> PublishTarget:
         return {item["Key"].removeprefix(f"{S3_PREFIX}/") for page in pages for item in page.get("Contents", [])}
 
     return PublishTarget(open_store(f"s3://{bucket}/{S3_PREFIX}", s3_client=client), read, keys)
-
-
-def new_bucket(client) -> str:
-    bucket = f"publish-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    return bucket
 
 
 # --- store wrappers that watch or break the real store ---------------------------------
