@@ -50,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                 return run_flow(build_parser().parse_args(argv), api_ready)
         arguments = build_parser().parse_args(argv)
         return arguments.handler(arguments)
-    except (SegmentsError, ValidationError, StackError) as error:
+    except (SegmentsError, ValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StackError as error:  # the temporary Prefect server's failure, not the parameters': 1, as `segments serve`
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +106,16 @@ def add_parameter_flags(parser: argparse.ArgumentParser, parameters: "type[RunPa
         flag = "--" + CLI_FLAGS.get(name, name.replace("_", "-"))
         repeated = name in CLI_FLAGS
         parser.add_argument(flag, dest=name, action="append" if repeated else "store",
+                            type=column_pair if name == "column_mapping" else None,
                             help=field.description + (" (repeat the flag for several)" if repeated else ""))
+
+
+def column_pair(text: str) -> tuple[str, str]:
+    """`Source=Canonical` as (source column, canonical column); canonical names have no '=', source names may."""
+    source, separator, canonical = text.rpartition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"expected Source=Canonical, got {text!r}")
+    return source, canonical
 
 
 def parameters_from(arguments: argparse.Namespace) -> "RunParameters":
@@ -111,7 +123,7 @@ def parameters_from(arguments: argparse.Namespace) -> "RunParameters":
     model = arguments.parameters
     given = {name: value for name, value in vars(arguments).items() if name in model.model_fields and value is not None}
     if "column_mapping" in given:
-        given["column_mapping"] = dict(pair.split("=", 1) for pair in given["column_mapping"] if "=" in pair)
+        given["column_mapping"] = dict(given["column_mapping"])
     return model(**given)
 
 
@@ -156,11 +168,15 @@ class _OwnErrorsWithoutTraceback(logging.Filter):
         return True
 
 
+# One instance: a handler adds a filter it holds already only once, and tests call main() again and again.
+_OWN_ERRORS_WITHOUT_TRACEBACK = _OwnErrorsWithoutTraceback()
+
+
 def hide_tracebacks_of_own_errors() -> None:
     """Keep Prefect's console log free of stack traces for the project's own errors."""
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_OwnErrorsWithoutTraceback())
+            handler.addFilter(_OWN_ERRORS_WITHOUT_TRACEBACK)
 
 
 def generate_data(arguments: argparse.Namespace) -> int:

@@ -3,7 +3,15 @@
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
+
+
+def flow_run_of(flow_name: str, run_id: str) -> UUID:
+    """The id of the run of `flow_name` whose parameters have this run id."""
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    [flow_run] = [run for run in flow_runs if run.parameters["params"]["run_id"] == run_id]
+    return flow_run.id
 
 
 def flow_run_logs(flow_run: UUID) -> str:

@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,3 +106,10 @@ def s3_test_client(
         aws_secret_access_key=secret_access_key,
         config=Config(retries={"mode": "standard", "total_max_attempts": total_max_attempts}),
     )
+
+
+def new_bucket(client) -> str:
+    """A new bucket with a random name: tests that share a server each get their own."""
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return bucket

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -13,6 +12,7 @@ from flows.segmentation import customer_segmentation
 from tasks.generate import write_generated
 from tasks.errors import InputError
 from tasks.model import CORE_SAMPLES_FILE, MODEL_FILE, SegmentModel, load_model
+from tests.core_samples import assert_core_samples_keep_their_labels
 from tests.s3_server import moto_s3_server, s3_test_client, use_test_credentials_only
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -41,13 +41,8 @@ def test_assigning_the_training_export_reproduces_every_core_sample(fitted_and_a
     relabelled = pl.read_parquet(target / "runs" / "assigned" / "segments.parquet")
     model_dir = target / "runs" / "fit"
     model = SegmentModel.from_files({name: (model_dir / name).read_bytes() for name in (MODEL_FILE, CORE_SAMPLES_FILE)})
-    core = np.isin(model.scaled(trained), model.core_points).all(axis=1)
-    assert core.sum() == len(model.core_points) > 0
-    both = trained.join(relabelled, on="CustomerID", suffix="_assigned")
-    assert both.height == trained.height
-    core_rows = both.filter(pl.Series(core))
-    assert core_rows["segment"].equals(core_rows["segment_assigned"], check_names=False)
-    assert core_rows["segment_name"].equals(core_rows["segment_name_assigned"], check_names=False)
+    assert relabelled["CustomerID"].sort().equals(trained["CustomerID"].sort())
+    assert_core_samples_keep_their_labels(model, trained, trained, relabelled)
 
 
 def test_assignment_publishes_crm_lists_and_a_manifest(fitted_and_assigned):

@@ -1,6 +1,7 @@
 """The `segments` command line: flags to parameters, the run summary, clear errors, generate."""
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -15,8 +16,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.cli import build_parser, main, parameters_from
+from flows.cli import build_parser, hide_tracebacks_of_own_errors, main, parameters_from
 from flows.parameters import SegmentationParameters
+from flows.serve import StackError
 
 SEGMENTS = Path(sys.executable).parent / "segments"
 
@@ -42,6 +44,18 @@ def test_reproduce_command_round_trips():
     assert again == params.model_copy(update={"run_id": "run-1"})
 
 
+def test_a_column_map_splits_at_its_last_equals_sign():
+    arguments = build_parser().parse_args(["run", "--column-map", "Customer=Id=CustomerID"])
+    assert parameters_from(arguments).column_mapping == {"Customer=Id": "CustomerID"}
+
+
+def test_a_column_map_without_an_equals_sign_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["run", "--column-map", "Customer"])
+    assert exited.value.code == 2
+    assert "--column-map: expected Source=Canonical, got 'Customer'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -51,11 +65,42 @@ def test_reproduce_command_round_trips():
         (["--target", "s3://x"], "not a valid bucket name"),
     ],
 )
-def test_bad_parameters_are_rejected_before_any_work(flags, message, capsys):
-    assert main(["run", *flags]) == 2
+@pytest.mark.usefixtures("prefect_server")
+def test_bad_parameters_are_rejected_before_the_flow_runs(flags, message, capsys):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs_before = client.count_flow_runs()
+        assert main(["run", *flags]) == 2
+        assert client.count_flow_runs() == runs_before
     error = capsys.readouterr().err
     assert message in error
     assert "Traceback" not in error
+
+
+def test_a_temporary_server_that_fails_to_start_ends_the_run_with_exit_code_1(monkeypatch, tmp_path, capsys):
+    @contextlib.contextmanager
+    def failing_server():
+        def wait_until_healthy():
+            raise StackError("the Prefect server exited with code 3 (its output is below)")
+
+        yield wait_until_healthy
+
+    monkeypatch.setattr("flows.cli.api_for_run", failing_server)
+    assert main(["run", "--target", str(tmp_path)]) == 1
+    assert "error: the Prefect server exited with code 3" in capsys.readouterr().err
+
+
+def test_hiding_tracebacks_again_adds_no_second_filter():
+    import prefect.main  # noqa: F401  (configures Prefect's logging: its loggers get their handlers)
+
+    handlers = [handler for name in ("prefect", "prefect.flow_runs", "prefect.task_runs")
+                for handler in logging.getLogger(name).handlers]
+    assert handlers
+    hide_tracebacks_of_own_errors()
+    filters_after_one_call = [list(handler.filters) for handler in handlers]
+    hide_tracebacks_of_own_errors()  # as a second main() in the same process does
+    assert [list(handler.filters) for handler in handlers] == filters_after_one_call
 
 
 def test_generate_writes_transactions_and_archetypes(tmp_path, capsys):

@@ -18,6 +18,7 @@ from tasks.features import build_features
 from tasks.generate import generate_transactions
 from tasks.ingest import load_transactions
 from tasks.model import SegmentModel, Tiering, tier_of
+from tests.core_samples import assert_core_samples_keep_their_labels
 
 
 def test_knee_is_the_last_point_before_the_curve_shoots_up():
@@ -179,14 +180,9 @@ def test_user_given_eps_and_min_samples_override_the_automatic_choice():
 
 
 def test_the_model_reproduces_the_labels_of_every_core_sample(blob_segments):
-    model = blob_segments.model
     features = blobs()
-    core = np.isin(model.scaled(features), model.core_points).all(axis=1)
-    assert core.sum() == len(model.core_points) > 0
-    assigned = model.assign(features)
-    fitted = blob_segments.assignments
-    for column in ("cluster", "segment", "segment_name"):
-        assert assigned[column].filter(pl.Series(core)).equals(fitted[column].filter(pl.Series(core)))
+    assigned = blob_segments.model.assign(features)
+    assert_core_samples_keep_their_labels(blob_segments.model, features, blob_segments.assignments, assigned)
 
 
 def test_training_customers_assigned_back_get_the_risk_they_were_given(blob_segments):

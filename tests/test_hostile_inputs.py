@@ -245,10 +245,21 @@ def test_windows_1252_bytes_in_a_description_are_decoded_without_loss(tmp_path):
 # --- size limits -----------------------------------------------------------------------------
 
 
+class DecoderThatMustNotBeAsked:
+    """Stands in for ingest's decoding child: a test fails as soon as it asks the child anything."""
+
+    def estimated_size(self, file, *_):
+        pytest.fail(f"the decoder was asked the size of {file.name}")
+
+    def decode(self, file, *_):
+        pytest.fail(f"the decoder was asked to decode {file.name}")
+
+
 def test_an_xlsx_declaring_a_huge_size_is_refused_before_anything_is_decompressed(tmp_path, monkeypatch):
     path = write_xlsx(tmp_path / "bomb.xlsx", {"Sheet1": LINES})
     path.write_bytes(with_declared_size(path.read_bytes(), SHEET, 3 * 2**30))
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda *_, **__: pytest.fail("a part was decompressed"))
+    monkeypatch.setattr(ingest, "_decoder", DecoderThatMustNotBeAsked())  # it decompresses in its own process
     message = refusal(path)
     assert "the uncompressed size of the workbook is 3.0 GiB, over the 2.0 GiB limit" in message
     assert "SEGMENTS_MAX_EAGER_BYTES" in message

@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +27,7 @@ from tasks.publish import (
     run_key,
     validate_run_id,
 )
-from tests.s3_server import moto_s3_server, s3_test_client
+from tests.s3_server import moto_s3_server, new_bucket, s3_test_client
 
 RUN_ID = "2026-11-26T20-51-30_ab12"
 OTHER_RUN_ID = "2026-11-27T08-00-00_cd34"
@@ -98,12 +97,6 @@ def s3_target(endpoint_url: str) -> PublishTarget:
         return {item["Key"].removeprefix(f"{S3_PREFIX}/") for page in pages for item in page.get("Contents", [])}
 
     return PublishTarget(open_store(f"s3://{bucket}/{S3_PREFIX}", s3_client=client), read, keys)
-
-
-def new_bucket(client) -> str:
-    bucket = f"publish-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    return bucket
 
 
 # --- store wrappers that watch or break the real store ---------------------------------
@@ -329,7 +322,8 @@ def test_s3_sha256_of_reads_back_objects_stored_without_a_sha256_checksum(s3_end
 def test_a_missing_bucket_is_a_permanent_error_naming_the_bucket(
     s3_endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="tasks.publish")
+    for logger in ("tasks", "botocore"):
+        caplog.set_level(logging.DEBUG, logger=logger)
     client = s3_test_client(s3_endpoint, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
 
     with pytest.raises(PublishError, match="'no-such-bucket' does not exist") as raised:
@@ -338,7 +332,10 @@ def test_a_missing_bucket_is_a_permanent_error_naming_the_bucket(
     assert raised.value.retryable is False
     assert isinstance(raised.value, RuntimeError)
     assert_error_free_of_credentials(raised.value)
-    assert_no_credentials(caplog.text)
+    # The capture holds the failed request, so finding nothing in it means something. botocore's own
+    # debug log shows the access key id (in the Authorization header), never the secret key.
+    assert "NoSuchBucket" in caplog.text
+    assert SECRET_ACCESS_KEY not in caplog.text
 
 
 @pytest.mark.slow

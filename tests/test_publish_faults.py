@@ -24,7 +24,7 @@ from tasks.publish import (
     LATEST_KEY, MANIFEST_NAME, MIB, ArtifactStore, S3Client, S3Settings, open_store, publish_run, run_key,
 )
 from tests.flaky_proxy import Fault, FlakyProxy, SeededFaults
-from tests.s3_server import TEST_REGION, moto_s3_server, s3_test_client
+from tests.s3_server import TEST_REGION, moto_s3_server, new_bucket, s3_test_client
 from tests.test_publish import RecordingStore
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,6 @@ MANIFEST = {"parameters": {"eps": 0.5}}
 def s3_endpoint() -> Iterator[str]:
     with moto_s3_server() as endpoint_url:
         yield endpoint_url
-
-
-def new_bucket(client: S3Client) -> str:
-    bucket = f"faults-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    return bucket
 
 
 def stored_objects(client: S3Client, bucket: str) -> dict[str, bytes]:

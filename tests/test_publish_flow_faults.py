@@ -35,10 +35,10 @@ from tasks.publish import (
 )
 from tests import s3_server
 from tests.prefect_api import flow_run_logs
-from tests.s3_server import moto_s3_server, s3_test_client
+from tests.s3_server import moto_s3_server, new_bucket, s3_test_client
 from tests.test_publish_faults import (
     ACCESS_KEY_ID, MANIFEST, PREFIX, RUN_ID, SECRET_ACCESS_KEY, SMALL_FILES, assert_published_correctly,
-    aws_environment, new_bucket, stored_objects,
+    aws_environment, stored_objects,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

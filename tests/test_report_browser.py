@@ -3,14 +3,11 @@ against profiles.csv, and proven inert against markup smuggled in through the in
 
 import base64
 import html
-import io
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 import polars as pl
 import pytest
@@ -20,10 +17,10 @@ from flows.parameters import SegmentationParameters
 from tasks import artifacts, clean, cluster, features, ingest, report
 from tasks.generate import generate_transactions
 from tests.chromium import chromium
+from tests.images import colour_count
 
 pytestmark = pytest.mark.slow
 
-SCREENSHOTS = Path("/tmp/report-screenshots")
 CHART_SIZE = (1200, 750)  # width x height in pixels
 MISSING = "—"
 # Report column of the segment table -> column of profiles.csv.
@@ -211,13 +208,6 @@ def decoded_images(page: Page) -> list[dict]:
     )))""")
 
 
-def save_screenshot(page: Page, path: Path) -> None:
-    """A full-page screenshot at `path`, copied to SCREENSHOTS for people to look at."""
-    page.screenshot(path=path, full_page=True)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENSHOTS / path.name)
-
-
 # --- tests ------------------------------------------------------------------------------
 
 
@@ -236,10 +226,7 @@ def test_the_real_charts_are_non_blank_images_of_the_fixed_size(real_run: Render
     assert len(real_run.charts) == 6
     for name, png in real_run.charts.items():
         assert png_size(png) == CHART_SIZE, name
-        pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
-        # One 32-bit number per RGBA pixel makes counting colours fast.
-        colours = np.unique(np.ascontiguousarray((pixels * 255).round().astype(np.uint8)).view(np.uint32))
-        assert len(colours) > 10, name
+        assert colour_count(png) > 10, name
 
 
 def test_the_real_report_loads_in_chromium_cleanly_with_every_chart_decoded(
@@ -247,7 +234,7 @@ def test_the_real_report_loads_in_chromium_cleanly_with_every_chart_decoded(
 ) -> None:
     opened = open_report(real_run.html)
     images = decoded_images(opened.page)
-    save_screenshot(opened.page, tmp_path / "real-data-report.png")
+    opened.page.screenshot(path=tmp_path / "real-data-report.png", full_page=True)
 
     assert opened.console_errors == [] and opened.page_errors == []
     assert opened.failed_requests == []
@@ -272,7 +259,7 @@ def test_markup_in_the_input_data_stays_inert_in_chromium(
     crafted_run: RenderedRun, open_report: OpenReport, tmp_path: Path
 ) -> None:
     opened = open_report(crafted_run.html)
-    save_screenshot(opened.page, tmp_path / "crafted-input-report.png")
+    opened.page.screenshot(path=tmp_path / "crafted-input-report.png", full_page=True)
 
     assert CRAFTED_COUNTRY in opened.page.inner_text("body")
     assert opened.page.evaluate("() => window.injected") is None

@@ -18,14 +18,12 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName,
-)
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import Artifact
 from prefect.settings import PREFECT_API_URL
 
 from tasks.generate import write_generated
-from tests.prefect_api import flow_run_logs
+from tests.prefect_api import flow_run_logs, flow_run_of
 from tests.s3_server import TEST_REGION, moto_s3_server, s3_test_client
 
 pytestmark = pytest.mark.slow
@@ -93,14 +91,6 @@ def script_environment(endpoint_url: str, root: Path) -> dict[str, str]:
         "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(root / "prefect-home"),
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(root / "results"),
     }
-
-
-def flow_run_of(flow_name: str, run_id: str) -> UUID:
-    """The id of the run of `flow_name` with this run id."""
-    with get_client(sync_client=True) as client:
-        flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
-    [flow_run] = [run for run in flow_runs if run.parameters["params"]["run_id"] == run_id]
-    return flow_run.id
 
 
 def artifacts_of(flow_run: UUID) -> list[Artifact]:

@@ -1,9 +1,7 @@
 """The deployment in the Prefect UI, driven in headless Chromium: its run form, a Quick run and a custom run."""
 
 import re
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -16,19 +14,23 @@ from tests.chromium import chromium
 
 pytest_plugins = ["tests.prefect_stack"]
 
-SHARED_SCREENSHOTS = Path("/tmp/ui-screenshots")  # a copy for people to look at after the run
 RUN_TIMEOUT_MS = 300_000
 FINAL_STATES = re.compile("Completed|Failed|Crashed|Cancelled")
 
 
 @pytest.fixture(scope="module")
-def deployment_id(prefect_stack) -> UUID:
-    """The one-off deployment with defaults that make Quick runs small and publish to the test bucket."""
+def deployment_id(prefect_stack) -> Iterator[UUID]:
+    """The one-off deployment with defaults that make Quick runs small and publish to the test bucket.
+
+    The stack is the session's: its defaults are restored afterwards for the tests that run later.
+    """
     with prefect_stack.client() as client:
         deployment = client.read_deployment_by_name(DEPLOYMENT)
         params = deployment.parameters["params"] | {"target": f"s3://{prefect_stack.bucket}/ui", "demo_lines": 20_000}
         client.update_deployment(deployment.id, DeploymentUpdate(parameters={"params": params}))
-    return deployment.id
+    yield deployment.id
+    with prefect_stack.client() as client:
+        client.update_deployment(deployment.id, DeploymentUpdate(parameters=deployment.parameters))
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +48,11 @@ def page(browser: Browser, prefect_stack) -> Iterator[Page]:
 
 @pytest.fixture(scope="module")
 def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Page, str], None]:
-    """Save what the page shows under the test's tmp dir, and a copy in /tmp/ui-screenshots."""
+    """Save what the page shows as <name>.png in the module's tmp dir (pytest keeps the last sessions' ones)."""
     directory = tmp_path_factory.mktemp("ui-screenshots")
-    SHARED_SCREENSHOTS.mkdir(exist_ok=True)
 
     def take(page: Page, name: str) -> None:
         page.screenshot(path=directory / f"{name}.png")
-        shutil.copy(directory / f"{name}.png", SHARED_SCREENSHOTS)
 
     return take
 
