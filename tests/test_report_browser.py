@@ -14,7 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from flows.parameters import SegmentationParameters
-from tasks import artifacts, clean, cluster, features, ingest, report
+from flows.segmentation import clustering_options
+from tasks import artifacts, clean, cluster, features, ingest
 from tasks.generate import generate_transactions
 from tests.chromium import chromium
 from tests.images import colour_count
@@ -52,23 +53,19 @@ class RenderedRun:
 
 
 def render_run(loaded: ingest.IngestedTransactions, params: SegmentationParameters, run_id: str) -> RenderedRun:
-    """What the flow's clean, features, cluster and report stages make of an input, by their plain functions."""
+    """What the flow's clean, features, cluster and report stages make of an input, by the functions they wrap."""
     options = clean.CleaningOptions(
         non_product_codes=tuple(params.non_product_codes), countries=tuple(params.countries),
     )
     cleaned = clean.clean_transactions(loaded.transactions, options)
     customer_features = features.build_features(cleaned.lines, cleaned.returns)
-    segmentation = cluster.fit_segments(customer_features, cluster.ClusteringOptions(seed=params.seed))
-    segments = artifacts.segment_table(customer_features, segmentation.assignments)
-    inputs = report.ReportInputs(
-        run_id=run_id, segments=segments, profiles=segmentation.profiles, quality=cleaned.quality(),
-        k_distances=segmentation.k_distances.tolist(), eps=segmentation.eps, min_samples=segmentation.min_samples,
-        projection=segmentation.projection, metrics=segmentation.metrics, parameters=params.model_dump(mode="json"),
-        input_description=ingest.describe(loaded.fingerprint, loaded.rows), reproduce_command=params.as_command_line(run_id),
+    segmentation = cluster.fit_segments(customer_features, clustering_options(params))
+    files, _ = artifacts.segmentation_artifacts(
+        run_id, params.model_dump(mode="json"), params.as_command_line(run_id), loaded.fingerprint, cleaned,
+        customer_features, segmentation, extra_metrics={},
     )
-    charts = report.render_charts(inputs)
-    profiles_csv = artifacts.data_files(segments, segmentation.profiles, cleaned)["profiles.csv"]
-    return RenderedRun(pl.read_csv(profiles_csv), charts, report.render_report_html(inputs, charts))
+    charts = {name.removeprefix("charts/"): png for name, png in files.items() if name.startswith("charts/")}
+    return RenderedRun(pl.read_csv(files["profiles.csv"]), charts, files["report.html"].decode())
 
 
 @pytest.fixture(scope="module")
