@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.client.schemas.objects import State
 from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
+from flows import segmentation
 from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation, ingest_cache_key, local_file_states, stage_options
 from tasks.generate import write_generated
@@ -194,6 +195,15 @@ def test_a_rewritten_input_file_is_read_again(
     pl.read_parquet(own_input).head(90_000).write_parquet(own_input)
 
     assert workspace.run_flow("rewritten-input", input=str(own_input)) == reusing()
+
+
+def test_an_edit_to_the_stage_code_computes_every_stage_again(
+    workspace: Workspace, resumed_run: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The task wrappers' source (TASK_SOURCE) does not show an edit in tasks/ or schemas/; this digest does.
+    assert workspace.run_flow("same-code") == reusing(*UPSTREAM, "cluster")
+    monkeypatch.setattr(segmentation, "stage_code_digest", lambda: "tasks/ as edited")
+    assert workspace.run_flow("edited-code") == reusing()
 
 
 def test_a_remote_input_is_downloaded_again_on_every_run() -> None:
