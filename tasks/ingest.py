@@ -381,7 +381,7 @@ def _inspect_text(path: Path) -> TextFacts:
             first_chunk = chunk if first_chunk is None else first_chunk
             if non_utf8_line is None and (offset := _first_non_utf8(decoder, chunk)) is not None:
                 non_utf8_line = lines_before + chunk.count(b"\n", 0, offset) + 1
-            if utf8_line is None and (match := _UTF8_MULTIBYTE.search(chunk)):
+            if utf8_line is None and _holds_utf8_multibyte(chunk) and (match := _UTF8_MULTIBYTE.search(chunk)):
                 utf8_line = lines_before + chunk.count(b"\n", 0, match.start()) + 1
             for line in _control_lines(chunk, lines_before + 1, _EXAMPLES - len(control_lines)):
                 if line not in control_lines:  # a line spanning two chunks may be found in both
@@ -391,6 +391,14 @@ def _inspect_text(path: Path) -> TextFacts:
     if non_utf8_line is None and _first_non_utf8(decoder, b"", final=True) is not None:
         non_utf8_line = lines_before + 1  # the file ends inside a character
     return TextFacts(size, (first_chunk or b"").split(b"\n", 1)[0], control_lines[:_EXAMPLES], non_utf8_line, utf8_line)
+
+
+def _holds_utf8_multibyte(chunk: bytes) -> bool:
+    """Whether `chunk` holds a valid UTF-8 sequence of two bytes or more; at C speed, unlike _UTF8_MULTIBYTE's search.
+
+    Decoded with invalid bytes escaped one character each, a chunk gets shorter only by such sequences.
+    """
+    return not chunk.isascii() and len(chunk.decode("utf-8", "surrogateescape")) < len(chunk)
 
 
 def _first_non_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> int | None:
