@@ -7,7 +7,6 @@ feature stage, which matches them to the purchases they reverse.
 """
 
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +18,7 @@ from schemas import CleanTransactions
 from schemas.clean_transactions import EARLIEST_PLAUSIBLE_DATE
 from tasks.contracts import enforce
 from tasks.errors import InputError
+from tasks.ingest import own_folder
 
 # Postage, carriage, manual lines, discounts, fees, samples, commissions and gift vouchers:
 # money moves, but no product does, so they say nothing about what a customer buys.
@@ -172,9 +172,7 @@ def clean_in_batches(raw: pl.LazyFrame, folder: Path, options: CleaningOptions |
     returned as lazy scans; memory holds one batch and the source rows of repeated lines.
     """
     options = options or CleaningOptions()
-    folder.mkdir(parents=True, exist_ok=True)
-    # A folder of this call's own, so files an earlier call or a failed attempt left are never read back.
-    folder = Path(tempfile.mkdtemp(prefix="cleaned-", dir=folder))
+    folder = own_folder(folder, "cleaned-")
     numbered = raw.with_row_index(SOURCE_ROW)
     repeated = repeated_rows(numbered)
     tallies = []

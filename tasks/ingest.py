@@ -17,9 +17,11 @@ import codecs
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeVar
 
 import polars as pl
 
@@ -53,13 +55,15 @@ _READ_AS = {
     "UnitPrice": "a number with '.' as the decimal point", "InvoiceDate": "a date",
 }
 KNOWN_ALIASES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
+T = TypeVar("T")
 
 # Tried in order; the first that parses every non-null value wins, so "12/13/2010 8:26"
 # (US month-first, as in the widely shared CSV copy of Online Retail) is read as 13 December.
 # A column must use one format: guessing per value could read "1/2/2011" and "2/1/2011" in one
 # column with different day-month orders, which would swap days and months without a word. For
 # the same reason a column that both orders read in full, each differently (no day after the
-# 12th), is refused rather than read month-first: see _DAY_MONTH_TWINS.
+# 12th), takes the order of the input's other dates, and is refused if they do not settle it
+# (see settling_day_month).
 DATE_FORMATS = (
     "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M",
     "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
@@ -90,9 +94,10 @@ _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # C0 control characters other than tab, line feed and carriage return: text never holds them, binary data does.
 _CONTROL_CHARACTER = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _NOT_CONTROL = bytes(byte for byte in range(256) if not _CONTROL_CHARACTER.match(bytes([byte])))
-# A UTF-8 sequence of two to four bytes. Windows-1252 text almost never holds one: it would take an accented
-# letter followed by one or two symbols such as '£' or '’', as in the 'Â£' of text already misread.
+# A UTF-8 sequence of two to four bytes. Windows-1252 text seldom holds one: it takes an accented letter
+# followed by one or two symbols such as '£', '’' or a no-break space, as in French 'é »'.
 _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_UTF8_CANDIDATES = 100  # lines tried per chunk: a Windows-1252 file full of such sequences is read a chunk at a time
 # How the readers rename a repeated header name: Polars' CSV reader calls a second "X" "X_duplicated_0",
 # fastexcel calls it "X_1". (A sheet with real columns "X" and "X_1" is taken for a repeat too, if X is read.)
 _CSV_REPEAT = re.compile(r"(.*)_duplicated_\d+")
@@ -202,10 +207,15 @@ def load_transactions(
     `max_eager_bytes` bounds the input read into memory; by default SEGMENTS_MAX_EAGER_BYTES or 2 GiB.
     `s3` says how to reach S3.
     """
-    text = str(source)
-    budget = MemoryBudget(configured_max_eager_bytes() if max_eager_bytes is None else max_eager_bytes)
+    text, mapping = str(source), column_mapping or {}
+    limit = configured_max_eager_bytes() if max_eager_bytes is None else max_eager_bytes
+
+    def read(day_first: bool | None) -> list[pl.DataFrame]:
+        budget = MemoryBudget(limit)  # one for all the files
+        return [frame for file in files for frame in read_file(file, mapping, budget, day_first)]
+
     with fetched(text, SUFFIXES, s3) as files:
-        frames = [frame for file in files for frame in read_file(file, column_mapping or {}, budget)]
+        frames = settling_day_month(read, files, mapping)
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
     if transactions.height == 0:
@@ -225,35 +235,95 @@ def stage_transactions(
     date column's format is the one that fits the first batch; a later batch it does not fit gets an
     error naming its rows.
     """
-    text = str(source)
-    folder.mkdir(parents=True, exist_ok=True)
-    # A folder of this call's own, so files an earlier call or a failed attempt left are never read back.
-    folder = Path(tempfile.mkdtemp(prefix="staged-", dir=folder))
-    batches = rows = 0
+    text, mapping = str(source), column_mapping or {}
+
+    def stage(day_first: bool | None) -> tuple[Path, int]:
+        staged, batches, rows = own_folder(folder, "staged-"), 0, 0
+        try:
+            for file in files:
+                for label, first_row, batch in read_file_batches(file, mapping, MemoryBudget(sys.maxsize), batch_rows,
+                                                                  day_first):
+                    where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
+                    enforce(RawTransactions, batch, where).write_parquet(staged / f"{batches:06d}.parquet")
+                    batches, rows = batches + 1, rows + batch.height
+        except BaseException:
+            shutil.rmtree(staged)  # half an input, which nothing will read
+            raise
+        return staged, rows
+
     with fetched(text, SUFFIXES, s3) as files:
-        for file in files:
-            for label, first_row, batch in read_file_batches(file, column_mapping or {}, MemoryBudget(sys.maxsize),
-                                                              batch_rows):
-                where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
-                enforce(RawTransactions, batch, where).write_parquet(folder / f"{batches:06d}.parquet")
-                batches, rows = batches + 1, rows + batch.height
+        staged, rows = settling_day_month(stage, files, mapping)
         input_fingerprint = fingerprint(text, files)
     if rows == 0:
         raise InputError(_NO_ROWS.format(source=input_fingerprint.source))
-    return IngestedTransactions(pl.scan_parquet(folder / "*.parquet"), input_fingerprint)
+    return IngestedTransactions(pl.scan_parquet(staged / "*.parquet"), input_fingerprint)
 
 
-def read_file(file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget) -> list[pl.DataFrame]:
+def own_folder(parent: Path, prefix: str) -> Path:
+    """A new folder in `parent` (created if need be) for one call's files, which files that earlier calls or
+    failed attempts left in `parent` can never mix with."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def settling_day_month(read: Callable[[bool | None], T], files: Sequence[LocalFile], column_mapping: Mapping[str, str]) -> T:
+    """read(None); if a table's text dates read both day-first and month-first, read(the order the input settles).
+
+    The order is settled by the input's other text dates, those that read one way round only; when
+    none do, or they disagree, the AmbiguousDates error stands.
+    """
+    try:
+        return read(None)
+    except AmbiguousDates:
+        day_first = settled_day_first(files, column_mapping)
+        if day_first is None:
+            raise
+        return read(day_first)
+
+
+def settled_day_first(files: Sequence[LocalFile], column_mapping: Mapping[str, str]) -> bool | None:
+    """True if the text dates of `files` that read one way round only are all day-first, False if all
+    month-first; None if no date settles it, or they disagree."""
+    orders = set()
+    for file in files:
+        suffix = _format_suffix(file)
+        with tempfile.TemporaryDirectory(prefix="segments-ingest-") as scratch:
+            try:
+                for table in _SCANNERS[suffix](file, Path(scratch), MemoryBudget(sys.maxsize)):
+                    dates = rename_to_canonical(table, column_mapping).select("InvoiceDate")
+                    for batch in dates.collect_batches(chunk_size=DEFAULT_BATCH_ROWS):
+                        orders |= _day_month_orders(batch["InvoiceDate"])
+            except _UNREADABLE as error:
+                raise _unreadable(file, suffix, _printable(_first_line(error))) from None
+    return orders.pop() if len(orders) == 1 else None
+
+
+def _day_month_orders(values: pl.Series) -> set[bool]:
+    """{True} if the text dates all read day-first but not month-first, {False} the other way round; else empty."""
+    if values.dtype != pl.String:
+        return set()
+    text = values.str.strip_chars().replace("", None)
+    fitting = {date_format.startswith("%d") for date_format in _DAY_MONTH_TWINS
+               if _parsed_dates(text, date_format).count() == text.count()}
+    return fitting if len(fitting) == 1 else set()
+
+
+def read_file(
+    file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget, day_first: bool | None = None,
+) -> list[pl.DataFrame]:
     """Every table in `file` (a workbook has one per sheet) with canonical names and types."""
-    return [table for _, _, table in read_file_batches(file, column_mapping, budget, batch_rows=None)]
+    return [table for _, _, table in read_file_batches(file, column_mapping, budget, None, day_first)]
 
 
 def read_file_batches(
     file: LocalFile, column_mapping: Mapping[str, str], budget: MemoryBudget, batch_rows: int | None,
+    day_first: bool | None = None,
 ) -> Iterator[tuple[str, int, pl.DataFrame]]:
     """The file's tables with canonical names and types, `batch_rows` rows at a time (None: whole tables).
 
-    Yields each batch with its table's label and the row (from 0) of the table it starts at.
+    Yields each batch with its table's label and the row (from 0) of the table it starts at. Text
+    dates that read both day-first and month-first take `day_first`'s order; without one, they are an
+    AmbiguousDates error.
     """
     if file.path.stat().st_size == 0:
         raise InputError(f"Input {file.name}: the file is empty (0 bytes); check that the export ran to the end.")
@@ -267,10 +337,10 @@ def read_file_batches(
                 first_row, later_date_format = 0, None
                 for batch in batches:
                     yield table.label, first_row, canonicalize_types(
-                        batch, table.label, later_date_format, None if batch_rows is None else first_row)
+                        batch, table.label, later_date_format, None if batch_rows is None else first_row, day_first)
                     if batch_rows is not None and later_date_format is None and batch["InvoiceDate"].count():
                         # The first batch with a date decides the format of the rest.
-                        later_date_format = best_date_format(batch["InvoiceDate"], table.label)
+                        later_date_format = best_date_format(batch["InvoiceDate"], table.label, day_first)
                     first_row += batch.height
         except _UNREADABLE as error:
             raise _unreadable(file, suffix, _printable(_first_line(error))) from None
@@ -381,8 +451,8 @@ def _inspect_text(path: Path) -> TextFacts:
             first_chunk = chunk if first_chunk is None else first_chunk
             if non_utf8_line is None and (offset := _first_non_utf8(decoder, chunk)) is not None:
                 non_utf8_line = lines_before + chunk.count(b"\n", 0, offset) + 1
-            if utf8_line is None and _holds_utf8_multibyte(chunk) and (match := _UTF8_MULTIBYTE.search(chunk)):
-                utf8_line = lines_before + chunk.count(b"\n", 0, match.start()) + 1
+            if utf8_line is None and (offset := _first_utf8_line(chunk)) is not None:
+                utf8_line = lines_before + chunk.count(b"\n", 0, offset) + 1
             for line in _control_lines(chunk, lines_before + 1, _EXAMPLES - len(control_lines)):
                 if line not in control_lines:  # a line spanning two chunks may be found in both
                     control_lines.append(line)
@@ -393,12 +463,23 @@ def _inspect_text(path: Path) -> TextFacts:
     return TextFacts(size, (first_chunk or b"").split(b"\n", 1)[0], control_lines[:_EXAMPLES], non_utf8_line, utf8_line)
 
 
-def _holds_utf8_multibyte(chunk: bytes) -> bool:
-    """Whether `chunk` holds a valid UTF-8 sequence of two bytes or more; at C speed, unlike _UTF8_MULTIBYTE's search.
+def _first_utf8_line(chunk: bytes) -> int | None:
+    """Where in `chunk` the first whole line that is UTF-8 with a sequence of two bytes or more starts, if any.
 
-    Decoded with invalid bytes escaped one character each, a chunk gets shorter only by such sequences.
+    Whole lines only: in Windows-1252 text, 'é' + no-break space + '»' is such a sequence too. Chunks
+    without one are passed over at C speed: decoded with invalid bytes escaped one character each, a
+    chunk gets shorter only by such sequences.
     """
-    return not chunk.isascii() and len(chunk.decode("utf-8", "surrogateescape")) < len(chunk)
+    if chunk.isascii() or len(chunk.decode("utf-8", "surrogateescape")) == len(chunk):
+        return None
+    for match in itertools.islice(_UTF8_MULTIBYTE.finditer(chunk), _UTF8_CANDIDATES):
+        start, end = chunk.rfind(b"\n", 0, match.start()) + 1, chunk.find(b"\n", match.end())
+        try:
+            chunk[start:None if end < 0 else end].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return start
+    return None
 
 
 def _first_non_utf8(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> int | None:
@@ -665,6 +746,7 @@ def _listing(names: Sequence[str]) -> str:
 
 def canonicalize_types(
     table: pl.DataFrame, source: str, date_format: str | None = None, first_row: int | None = None,
+    day_first: bool | None = None,
 ) -> pl.DataFrame:
     """Cast every column to its canonical type, naming the rows whose values cannot be converted.
 
@@ -683,7 +765,7 @@ def canonicalize_types(
         pl.col(column).str.strip_chars().replace("", None)
         for column in (*NUMBER_COLUMNS, "InvoiceDate") if table.schema[column] == pl.String
     )
-    dates, dates_read_as = _as_datetime(table["InvoiceDate"], date_format, source)
+    dates, dates_read_as = _as_datetime(table["InvoiceDate"], date_format, source, day_first)
     converted = {
         # One select, so the text columns are stripped in parallel.
         **table.select(_as_text(column, table.schema[column]) for column in TEXT_COLUMNS).to_dict(),
@@ -743,19 +825,19 @@ def _exact_whole_number(numbers: pl.Expr) -> pl.Expr:
     return pl.when(exact).then(numbers).cast(pl.Int64)
 
 
-def best_date_format(values: pl.Series, source: str) -> str | None:
+def best_date_format(values: pl.Series, source: str, day_first: bool | None = None) -> str | None:
     """The first of DATE_FORMATS that fits every value or, if none does, the one that fits most; None for dates.
 
     Picking the best rather than giving up means the error raised by `_check_nothing_lost` lists the
-    truly odd values rather than every row. An InputError naming `source` if the day and month could
-    be either way round.
+    truly odd values rather than every row. Values that read both day-first and month-first, to
+    different dates, take `day_first`'s order, or without one are an AmbiguousDates error naming `source`.
     """
     if values.dtype in (pl.Datetime, pl.Date):
         return None
-    return _best_parse(values, source)[0]
+    return _best_parse(values, source, day_first)[0]
 
 
-def _best_parse(text: pl.Series, source: str) -> tuple[str, pl.Series]:
+def _best_parse(text: pl.Series, source: str, day_first: bool | None) -> tuple[str, pl.Series]:
     """best_date_format of the text, and the text parsed with it."""
     parsed = {}
     for date_format in DATE_FORMATS:
@@ -763,24 +845,31 @@ def _best_parse(text: pl.Series, source: str) -> tuple[str, pl.Series]:
         if parsed[date_format].count() == text.count():
             break
     best = max(parsed, key=lambda date_format: parsed[date_format].count())
-    if best in _DAY_MONTH_TWINS and parsed[best].count() == text.count():
-        _refuse_ambiguous_days(text, parsed[best], _parsed_dates(text, _DAY_MONTH_TWINS[best]), source)
+    twin = _DAY_MONTH_TWINS.get(best)
+    if twin and parsed[best].count() == text.count():
+        twin_parsed = _parsed_dates(text, twin)
+        if twin_parsed.count() == text.count() and not twin_parsed.equals(parsed[best]):
+            if day_first is None:
+                raise AmbiguousDates(source, text.name, text.filter(twin_parsed != parsed[best])[0])
+            if day_first == twin.startswith("%d"):
+                return twin, twin_parsed
     return best, parsed[best]
 
 
-def _refuse_ambiguous_days(text: pl.Series, month_first: pl.Series, day_first: pl.Series, source: str) -> None:
-    """An InputError if the column reads in full both month-first and day-first, to different dates."""
-    if day_first.count() < text.count() or day_first.equals(month_first):
-        return
-    example = text.filter(month_first != day_first)[0]
-    raise InputError(
-        f"Input {source}: every date in column {text.name} reads both month-first and day-first (no day is after "
-        f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}. Export the dates as YYYY-MM-DD, "
-        "or as real dates (Parquet or Excel date cells)."
-    )
+class AmbiguousDates(InputError):
+    """Every text date of a column reads both day-first and month-first, to different dates."""
+
+    def __init__(self, source: str, column: str, example: str) -> None:
+        super().__init__(
+            f"Input {source}: every date in column {column} reads both month-first and day-first (no day is after "
+            f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and no other date of the input "
+            "reads one way round only. Export the dates as YYYY-MM-DD, or as real dates (Parquet or Excel date cells)."
+        )
 
 
-def _as_datetime(values: pl.Series, date_format: str | None, source: str) -> tuple[pl.Series, str]:
+def _as_datetime(
+    values: pl.Series, date_format: str | None, source: str, day_first: bool | None,
+) -> tuple[pl.Series, str]:
     """Datetimes and dates as they are, text parsed with one format; and what the values must be, for errors.
 
     Datetimes with a time zone keep their clock time in that zone: invoice times are local.
@@ -792,7 +881,7 @@ def _as_datetime(values: pl.Series, date_format: str | None, source: str) -> tup
     if date_format:
         parsed = _parsed_dates(values, date_format)
         return parsed, f"a date in the format {date_format} that the column's first rows have (one format per column)"
-    chosen, parsed = _best_parse(values, source)
+    chosen, parsed = _best_parse(values, source, day_first)
     if fitting := parsed.count():
         return parsed, f"a date in the format {chosen} that the column's other {fitting:,} value(s) have (one format per column)"
     return parsed, f"a date in one of the formats {', '.join(DATE_FORMATS)}"

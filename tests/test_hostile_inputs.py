@@ -242,6 +242,13 @@ def test_windows_1252_bytes_in_a_description_are_decoded_without_loss(tmp_path):
     assert descriptions[1] == "€ “Café” \x81"  # 0x81 is undefined in Windows-1252: kept as U+0081
 
 
+def test_windows_1252_text_holding_utf8_like_bytes_is_not_taken_for_mixed_encodings(tmp_path):
+    # 'é', a no-break space and '»' are the bytes E9 A0 BB: a valid UTF-8 character, on a line that is not UTF-8.
+    french = LINES.with_columns(Description=pl.Series(["CAFÉ\xa0» MUG", "THÉ\xa0» BOX", "£ ü"]))
+    (tmp_path / "fr.csv").write_bytes(as_us_text(french).write_csv().encode("cp1252"))
+    assert load_transactions(tmp_path / "fr.csv").transactions["Description"].equals(french["Description"])
+
+
 # --- size limits -----------------------------------------------------------------------------
 
 

@@ -81,6 +81,19 @@ def test_zoned_times_keep_their_local_clock_time(tmp_path):
 # --- bad input ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("date_format", ["%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"])
+def test_a_file_whose_dates_read_both_ways_takes_the_order_the_other_files_settle(date_format, tmp_path):
+    # As the UCI data split by month: December 2011 ends on the 9th, November has later days.
+    november, december = (LINES.with_columns(pl.datetime(2011, month, pl.Series(days), 10)
+                                             .dt.strftime(date_format).alias("InvoiceDate"))
+                          for month, days in ((11, [2, 17, 30]), (12, [1, 5, 9])))
+    (tmp_path / "months").mkdir()
+    november.write_csv(tmp_path / "months" / "2011-11.csv")
+    december.write_csv(tmp_path / "months" / "2011-12.csv")
+    dates = load_transactions(tmp_path / "months").transactions["InvoiceDate"]
+    assert dates.dt.month().to_list() == [11] * 3 + [12] * 3 and dates.dt.day().to_list() == [2, 17, 30, 1, 5, 9]
+
+
 @pytest.mark.parametrize("date_format", ["%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M:%S"])
 def test_dates_that_read_both_day_first_and_month_first_are_refused(date_format, tmp_path):
     first_week = LINES.with_columns(pl.col("InvoiceDate").dt.replace(day=pl.int_range(1, 4)).dt.strftime(date_format))

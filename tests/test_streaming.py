@@ -77,6 +77,17 @@ def test_a_date_format_the_first_batch_rules_out_is_refused_by_row(tmp_path):
         stage_transactions(export, tmp_path / "staged", batch_rows=3)
 
 
+def test_a_first_batch_whose_dates_read_both_ways_takes_the_order_later_batches_settle(tmp_path):
+    dates = ["02/01/2011 10:00", "03/01/2011 10:00", "25/01/2011 10:00", "30/01/2011 10:00"]  # day-first
+    lines = generate_transactions(1_000, seed=3).transactions.head(4).with_columns(pl.Series("InvoiceDate", dates))
+    export = tmp_path / "export.csv"
+    lines.write_csv(export)
+    staged = stage_transactions(export, tmp_path / "staged", batch_rows=2).transactions.collect()
+    assert staged["InvoiceDate"].dt.day().to_list() == [2, 3, 25, 30]
+    assert staged.equals(load_transactions(export).transactions)
+    assert len(list((tmp_path / "staged").iterdir())) == 1  # the attempt the first batch stopped is gone
+
+
 def test_the_date_format_comes_from_the_first_batch_with_a_date(tmp_path):
     dates = [None] * 3 + ["25/02/2011 10:00"]  # every format fits the empty first batch
     lines = generate_transactions(1_000, seed=3).transactions.head(4).with_columns(
