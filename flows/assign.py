@@ -46,7 +46,8 @@ def export_assignments(
     """The run's files, the manifest's body and the segment profiles of the assigned customers."""
     started = time.perf_counter()
     files, manifest, profiles = artifacts.assignment_artifacts(
-        run_id, params.model_dump(mode="json"), params.model, loaded.fingerprint, cleaned, customer_features, assignments)
+        run_id, params.shown().model_dump(mode="json"), params.model, loaded.fingerprint, cleaned, customer_features,
+        assignments)
     log_stage("export", started, customers=customer_features.height, files=len(files))
     return files, manifest, profiles
 

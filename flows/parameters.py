@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tasks.clean import DEFAULT_NON_PRODUCT_CODES
 from tasks.cluster import PROFILED_FEATURES
 from tasks.features import DEFAULT_CLUSTERING_FEATURES
+from tasks.sources import shown_location
 from tasks.publish import (
     DEFAULT_LINK_EXPIRY_SECONDS, MAX_LINK_EXPIRY_SECONDS, LocalTarget, S3Settings, parse_target, validate_run_id,
 )
@@ -96,6 +97,11 @@ class RunParameters(BaseModel):
             server_side_encryption=self.s3_server_side_encryption, create_bucket=self.s3_create_bucket,
             access_key_id_block=self.s3_access_key_id_block, secret_access_key_block=self.s3_secret_access_key_block,
         )
+
+    def shown(self) -> "RunParameters":
+        """These parameters as a run's report and manifest show them: an http(s) input without its query,
+        which for a presigned URL is its signature (see tasks.sources.shown_location)."""
+        return self.model_copy(update={"input": shown_location(self.input)}) if self.input else self
 
     def as_command_line(self, run_id: str) -> str:
         """The `segments` command that reproduces these parameters for the given run id."""

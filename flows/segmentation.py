@@ -210,8 +210,9 @@ def render_report(
 ) -> tuple[dict[str, bytes], dict]:
     """Every file of the run (data exports, model, charts, report.html) and the manifest's body."""
     started = time.perf_counter()
+    shown = params.shown()
     files, manifest = artifacts.segmentation_artifacts(
-        run_id, params.model_dump(mode="json"), params.as_command_line(run_id), fingerprint, cleaned,
+        run_id, shown.model_dump(mode="json"), shown.as_command_line(run_id), fingerprint, cleaned,
         customer_features, segmentation, extra_metrics,
     )
     log_stage("report", started, files=len(files))

@@ -28,6 +28,7 @@ from tasks import clean, features
 from tasks.clean import RULE, SOURCE_ROW, CleanedTransactions, CleaningFunnel, CleaningOptions, RuleOutcome
 from tasks.errors import InputError
 from tasks.ingest import InputFingerprint
+from tasks.sources import shown_location
 
 FILE_INDEX = "file_index"
 FILE_ROW = "file_row"
@@ -127,9 +128,10 @@ def merged_funnel(source: str, file_rows: Sequence[int], guest_rows: int,
 def merged_fingerprint(source: str, files: Sequence[InputFingerprint]) -> InputFingerprint:
     """The fingerprint ingest gives `source` read whole: one file's own, or the sha256 of the files' sha256sum listing."""
     if len(files) == 1:
-        return replace(files[0], source=source)
+        return replace(files[0], source=shown_location(source))
     listing = "".join(f"{file.sha256}  {file.source}\n" for file in files)
-    return InputFingerprint(source, sum(file.size_bytes for file in files), hashlib.sha256(listing.encode()).hexdigest())
+    return InputFingerprint(shown_location(source), sum(file.size_bytes for file in files),
+                            hashlib.sha256(listing.encode()).hexdigest())
 
 
 def last_invoice(lines: Frame) -> datetime | None:

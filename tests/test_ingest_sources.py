@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from flows.parameters import SegmentationParameters
+from flows.segmentation import customer_segmentation
 from flows.serve import free_port
 from tasks import publish, sources
 from tasks.errors import InputError
+from tasks.generate import write_generated
 from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
 from tests.ingest_samples import (
@@ -306,6 +309,17 @@ def test_a_presigned_urls_signature_stays_out_of_names_and_messages(samples, htt
         load_transactions(url_of(http_server, "parquet/missing.parquet") + "?X-Amz-Signature=s3cr3t")
     assert "s3cr3t" not in str(error.value)
     assert shown_location("months/2011-0?.csv") == "months/2011-0?.csv"  # a glob, not a query
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_presigned_urls_signature_reaches_no_published_file(samples, http_server, tmp_path):
+    write_generated(samples.root / "demo", 20_000, seed=3)
+    url = url_of(http_server, "demo/transactions.parquet") + "?X-Amz-Signature=s3cr3t"
+    customer_segmentation(SegmentationParameters(input=url, target=str(tmp_path / "artifacts"), run_id="presigned"))
+    published = [path for path in (tmp_path / "artifacts").rglob("*") if path.is_file()]
+    assert any(path.name == "report.html" for path in published)
+    assert not [path.name for path in published if b"s3cr3t" in path.read_bytes()]
 
 
 @pytest.mark.slow
