@@ -8,6 +8,7 @@ arguments and code are unchanged, so a run that failed late resumes where it sto
 import dataclasses
 import glob
 import hashlib
+import logging
 import secrets
 import tempfile
 import time
@@ -24,7 +25,9 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
-from prefect.context import TaskRunContext
+from prefect.context import TaskRunContext, get_run_context
+from prefect.exceptions import MissingContextError
+from prefect.logging.handlers import APILogHandler
 from prefect.utilities.hashing import hash_objects
 
 from flows.parameters import FittingParameters, RunParameters, SegmentationParameters
@@ -372,6 +375,22 @@ def publish_prefect_artifacts(summary: RunSummary, profiles: pl.DataFrame) -> No
         .to_dicts(),
         description="Campaign segments",
     )
+
+
+class RunLogOfTasks(APILogHandler):
+    """Sends what the plain functions in tasks/ log (a folder's skipped files, say) to the log of the flow or
+    task run they run in, which the UI shows. Outside a run, nothing: the console shows them either way."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            get_run_context()
+        except MissingContextError:
+            return
+        super().emit(record)
+
+
+# Not through PREFECT_LOGGING_EXTRA_LOGGERS: its API handler warns about every record logged outside a run.
+logging.getLogger("tasks").addHandler(RunLogOfTasks())
 
 
 def log_stage(stage: str, started: float, **counts) -> None:

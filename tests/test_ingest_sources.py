@@ -25,6 +25,7 @@ from tasks.errors import InputError
 from tasks.generate import write_generated
 from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
+from tests.prefect_api import flow_run_logs, flow_run_of
 from tests.ingest_samples import (
     LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )
@@ -92,6 +93,18 @@ def test_files_and_folders_a_folder_or_glob_holds_but_are_not_read_are_named_in_
     assert skipped_warnings(caplog) == [
         f"Input {folder}/20*: 1 name(s) skipped, not .parquet, .csv, .csv.gz or .xlsx files: {folder}/2011-01.tsv."
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_the_warning_of_a_flow_run_reaches_its_log_in_the_api(tmp_path):
+    transactions, _ = write_generated(tmp_path / "generated", 20_000, seed=3)
+    (tmp_path / "exports").mkdir()
+    transactions.rename(tmp_path / "exports" / transactions.name)
+    (tmp_path / "exports" / "notes.txt").write_text("not data")
+    customer_segmentation(SegmentationParameters(input=str(tmp_path / "exports"), target=str(tmp_path / "artifacts"),
+                                                 run_id="skipping"))
+    assert "1 name(s) skipped" in flow_run_logs(flow_run_of("customer-segmentation", "skipping"))
 
 
 def test_a_warning_names_the_first_ten_files_it_skips(tmp_path, caplog):
