@@ -154,11 +154,11 @@ def assemble_features(partitions: list[int], work: WorkFolder) -> pl.DataFrame:
 
 
 @task(name="merge-cleaning")
-def merge_cleaning(source: str, screened: list[ScreenedFile], cleaned: list[CleanedPartition], partitions: list[int],
+def merge_cleaning(screened: list[ScreenedFile], cleaned: list[CleanedPartition], partitions: list[int],
                    offsets: list[int], work: WorkFolder) -> partition.MergedCleaning:
     """The funnel and the quarantine of the whole input, in source-row order, from every file and partition."""
     started = time.perf_counter()
-    funnel = partition.merged_funnel(source, [file.rows for file in screened], sum(file.guest_rows for file in screened),
+    funnel = partition.merged_funnel([file.rows for file in screened], sum(file.guest_rows for file in screened),
                                      [part.funnel for part in cleaned])
     funnel.require_customers()
     guests = partition.numbered_guests(pl.scan_parquet([work.guests(index) for index in range(len(screened))]), offsets)
@@ -195,7 +195,7 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
     cleaned = clean_partition.with_options(**options).map(partitions, unmapped(offsets), unmapped(rules),
                                                           unmapped(work)).result()
     # Before the snapshot and the features, which have nothing to work on when no customer is left.
-    cleaning = merge_cleaning.with_options(**options)(params.input, screened, cleaned, partitions, offsets, work)
+    cleaning = merge_cleaning.with_options(**options)(screened, cleaned, partitions, offsets, work)
     snapshot_date = params.snapshot_date or partition.default_snapshot([part.last_invoice for part in cleaned])
     build_partition_features.with_options(**options).map(partitions, unmapped(snapshot_date), unmapped(work)).result()
     worker_metrics = dask_worker_metrics()

@@ -116,8 +116,9 @@ class CleaningFunnel:
         if self.clean_customers:
             return
         if not self.raw_customers:
-            raise InputError("Cleaning: no line has a CustomerID, so there is no customer to segment; check that "
-                             "the export includes customer numbers (map its column with --column-map if named otherwise).")
+            raise InputError("Cleaning: no line has a CustomerID (each is empty, or a negative placeholder of a guest "
+                             "checkout), so there is no customer to segment; check that the export includes customer "
+                             "numbers (map its column with --column-map if it is named otherwise).")
         last = next(outcome for outcome in self.outcomes if outcome.customers_after == 0)
         raise InputError(
             f"Cleaning left no customer to segment: rule {last.rule} ({last.description}) removed the last of the "

@@ -26,7 +26,6 @@ import polars as pl
 
 from tasks import clean, features
 from tasks.clean import RULE, SOURCE_ROW, CleanedTransactions, CleaningFunnel, CleaningOptions, RuleOutcome
-from tasks.errors import InputError
 from tasks.ingest import InputFingerprint
 from tasks.sources import shown_location
 
@@ -105,11 +104,11 @@ def numbered_guests(guests: Frame, offsets: Sequence[int]) -> Frame:
     return guests.select(source_row(offsets), *raw_columns, RULE)
 
 
-def merged_funnel(source: str, file_rows: Sequence[int], guest_rows: int,
-                  partitions: Sequence[CleaningFunnel]) -> CleaningFunnel:
-    """The funnel of the whole input: rows summed, guests added to the first rule, customers summed over partitions."""
-    if not partitions:
-        raise InputError(f"Input {source}: no line has a CustomerID, so there is no customer to segment.")
+def merged_funnel(file_rows: Sequence[int], guest_rows: int, partitions: Sequence[CleaningFunnel]) -> CleaningFunnel:
+    """The funnel of the whole input: rows summed, guests added to the first rule, customers summed over partitions.
+
+    Without partitions (no line has a CustomerID) it has no customers, which require_customers refuses.
+    """
     outcomes = tuple(
         RuleOutcome(
             rule=same_rule[0].rule, description=same_rule[0].description,

@@ -101,6 +101,7 @@ def test_the_default_future_starts_when_cleaning_runs():
     (17850, ("Narnia",), r"rule country_not_selected \(Country is outside the chosen country filter\) removed the "
                          r"last of the input's 1 customers"),
     (None, (), r"no line has a CustomerID"),
+    (-1, (), r"no line has a CustomerID \(each is empty, or a negative placeholder of a guest checkout\)"),
 ])
 def test_no_customer_left_is_an_input_error_naming_the_rule(customer, countries, message):
     raw = invoice_lines(("536365", "85123A", 6, "2010-12-01 08:26", 2.55, customer))

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from schemas import CustomerFeatures
 from tasks import clean, features, ingest, partition
 from tasks.clean import SOURCE_ROW, CleaningOptions
+from tasks.errors import InputError
 from tasks.generate import generate_transactions
 from tests.conftest import invoice_lines
 from tests.ingest_samples import LINES
@@ -29,7 +30,7 @@ def clean_in_partitions(files: list[pl.DataFrame], partitions: int) -> partition
     cleaned = [partition.clean_partition(lines, offsets, OPTIONS)
                for lines in partition.by_partition(customer_lines, partitions).values()]
     guests = partition.numbered_guests(pl.concat([guests for _, guests in screened]), offsets)
-    funnel = partition.merged_funnel("test", [file.height for file in files], guests.height,
+    funnel = partition.merged_funnel([file.height for file in files], guests.height,
                                      [part.funnel for part in cleaned])
     return partition.MergedCleaning(funnel, pl.concat([guests, *(part.quarantine for part in cleaned)]).sort(SOURCE_ROW))
 
@@ -99,9 +100,9 @@ def test_default_snapshot_over_partitions_is_the_one_features_take_over_all_line
     assert whole.filter(pl.col("CustomerID") == 2)["Recency"].item() == 1
 
 
-def test_an_input_without_any_customer_is_refused_with_its_name():
-    with pytest.raises(Exception, match="exports/: no line has a CustomerID"):
-        partition.merged_funnel("exports/", [3], 3, [])
+def test_an_input_without_any_customer_is_refused():
+    with pytest.raises(InputError, match="no line has a CustomerID"):
+        partition.merged_funnel([3], 3, []).require_customers()
 
 
 def test_parameters_need_a_work_folder_the_workers_share_for_an_s3_target():
