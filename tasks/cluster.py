@@ -18,15 +18,15 @@ The rules, in the order they apply:
 - Campaign segments: when fewer than `min_segments` clusters remain, clusters are split, in
   order of their net revenue (where a finer campaign pays most), into four value x recency
   tiers at the cluster's own medians of Amount and Recency, until there are enough. A tier
-  below `min_segment_share` (ties at a median can leave one nearly empty) joins the outliers. The assignment keeps both levels: `cluster` from DBSCAN,
-  `segment` for the campaign.
+  below `min_segment_share` (ties at a median can leave one nearly empty) joins the outliers. The
+  assignment keeps both levels: `cluster` (DBSCAN's clusters, folded) and `segment` for the campaign.
 - Labels: every customer gets the fitted model's rule (tasks/model.py): the cluster of the nearest
   core sample within eps. DBSCAN's own labels differ only for border points, which scikit-learn
   gives to whichever cluster reaches them first; this way the published model reproduces the
   published labels.
 - Stability: the mean adjusted Rand index between the labels of the fit and those of models
   fitted on bootstrap resamples (duplicates as DBSCAN sample weights), both by the model's rule
-  on the fitted customers. The search scores clusters; the reported metric scores the campaign
+  on the fitted customers; the eps search's outlier shares are the rule's too. The search scores clusters; the reported metric scores the campaign
   segments. A fit with one label only (all outliers, say) has no stability (None): the index
   calls any two such labelings identical.
 
@@ -137,12 +137,10 @@ def fit_segments(features: pl.DataFrame, options: ClusteringOptions = Clustering
     base = replace(options, min_samples=min_samples)
     resamples = Resamples(fit_matrix, fit_features, base, center, scale)
     if options.eps:
-        (model, _, _), eps_search = fit_model(fit_matrix, fit_features, options.eps, base, center, scale), []
+        model, eps_search = fit_model(fit_matrix, fit_features, options.eps, base, center, scale), []
     else:
-        eps_search, (model, _, _) = search_eps(
-            fit_matrix, fit_features, searched_knee(k_distances), base, center, scale, resamples)
-    # Everyone is labelled by the model's rule, not DBSCAN's labels_: scikit-learn gives a border point
-    # to whichever cluster reaches it first, so only this rule lets the published model reproduce them.
+        eps_search, model = search_eps(fit_matrix, fit_features, searched_knee(k_distances), base, center, scale,
+                                       resamples)
     clusters = model.clusters_of(matrix)
     segments = model.segments_of(features, clusters)
     labelled = features.with_columns(
@@ -215,39 +213,39 @@ def knee_of(curve: np.ndarray) -> float:
     return float(curve[int(np.argmax(x - y))])
 
 
-FittedModel = tuple[SegmentModel, np.ndarray, np.ndarray]  # model, cluster and segment per customer
-
-
 def search_eps(
     matrix: np.ndarray, features: pl.DataFrame, knee: float, options: ClusteringOptions,
     center: np.ndarray, scale: np.ndarray, resamples: "Resamples",
-) -> tuple[list[dict], FittedModel]:
+) -> tuple[list[dict], SegmentModel]:
     """Try EPS_MULTIPLIERS x knee; keep the most stable fit within the outlier cap (see module docstring)."""
     eps_values = [knee * multiplier for multiplier in EPS_MULTIPLIERS]
-    fits = in_parallel(lambda eps: fit_model(matrix, features, eps, options, center, scale), eps_values)
+    models = in_parallel(lambda eps: fit_model(matrix, features, eps, options, center, scale), eps_values)
+    fits = [(model, clusters := model.clusters_of(matrix), model.segments_of(features, clusters)) for model in models]
     outlier_shares = [float(np.mean(segments == OUTLIER)) for _, _, segments in fits]
     within_cap = [eps for eps, share in zip(eps_values, outlier_shares) if share <= options.max_outlier_share]
-    models = [model for models in resamples.models(within_cap, SEARCH_RESAMPLES) for model in models]
-    labels = in_parallel(lambda model: model.clusters_of(matrix), models)
+    refits = [model for models in resamples.models(within_cap, SEARCH_RESAMPLES) for model in models]
+    labels = in_parallel(lambda model: model.clusters_of(matrix), refits)
     resampled = {eps: labels[start:start + SEARCH_RESAMPLES]
                  for eps, start in zip(within_cap, range(0, len(labels), SEARCH_RESAMPLES))}
     tried, best, best_key = [], None, None
-    for eps, fitted, outlier_share in zip(eps_values, fits, outlier_shares):
-        _, clusters, segments = fitted
+    for eps, (model, clusters, segments), outlier_share in zip(eps_values, fits, outlier_shares):
         stability = mean_agreement(clusters, resampled[eps]) if eps in resampled else None
         tried.append({"eps": eps, "clusters": int(clusters.max() + 1), "segments": int(segments.max() + 1),
                       "outlier_share": outlier_share, "stability": stability})
         key = (eps in resampled, round(stability or 0.0, 2), -outlier_share)
         if best_key is None or key >= best_key:
-            best, best_key = fitted, key
+            best, best_key = model, key
     return tried, best
 
 
 def fit_model(
     matrix: np.ndarray, features: pl.DataFrame, eps: float, options: ClusteringOptions,
     center: np.ndarray, scale: np.ndarray, weights: np.ndarray | None = None,
-) -> FittedModel:
-    """DBSCAN, small clusters folded, large ones tiered until the campaign has enough segments."""
+) -> SegmentModel:
+    """DBSCAN, small clusters folded, large ones tiered until the campaign has enough segments: the model.
+
+    Its labels are the model's own rule's (model.clusters_of): see "Labels" in the module docstring.
+    """
     # A ball tree finds these neighbourhoods, hundreds of customers each, in about 60% of the time the
     # k-d tree that DBSCAN picks by default takes; both are exact, and gave the same labels on every data set tried.
     # Without weights DBSCAN counts each neighbourhood's length instead of summing its weights in Python.
@@ -257,13 +255,12 @@ def fit_model(
     clusters = fold_small_clusters(dbscan.labels_, min_size, options.max_segments, weights)
     tierings = plan_tierings(features, clusters, weights, options)
     tiers = tiers_of(features, clusters, tierings)
-    model = SegmentModel(
+    return SegmentModel(
         features=tuple(options.features), center=center, scale=scale, eps=float(eps),
         min_samples=options.min_samples, core_points=matrix[dbscan.core_sample_indices_],
         core_clusters=clusters[dbscan.core_sample_indices_], tierings=tierings,
         segment_ids=number_segments(clusters, tiers, weights, min_size),
     )
-    return model, clusters, model.segments_of(features, clusters)
 
 
 def fold_small_clusters(
@@ -343,9 +340,8 @@ class Resamples:
     def _fitted(self, eps_and_draw: tuple[float, int]) -> SegmentModel:
         eps, draw = eps_and_draw
         drawn, counts = self._draws[draw]
-        model, _, _ = fit_model(self._matrix[drawn], self._features[drawn], eps, self._options, self._center,
-                                self._scale, weights=counts)
-        return model
+        return fit_model(self._matrix[drawn], self._features[drawn], eps, self._options, self._center, self._scale,
+                         weights=counts)
 
 
 def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
