@@ -18,16 +18,18 @@ from tasks import report
 from tasks.clean import CleanedTransactions
 from tasks.cluster import Segmentation, profile_segments, read_segments
 from tasks.ingest import InputFingerprint, describe
+from tasks.partition import MergedCleaning
 
 PACKAGES = ("retail-segments", "prefect", "polars", "pandera", "scikit-learn", "matplotlib", "boto3", "numpy")
 CRM_COLUMNS = ("CustomerID", "segment_name", "risk", "Country", "Recency", "FrequencyPurchase", "Amount", "AvgOrderValue")
 # A text cell starting with one of these runs as a formula when a spreadsheet opens the CSV (OWASP: CSV injection).
 FORMULA_START = r"^([=+\-@\t\r])"
+Cleaning = CleanedTransactions | MergedCleaning  # one process's cleaning, or the partitioned flow's merged
 
 
 def segmentation_artifacts(
     run_id: str, parameters: dict, reproduce_command: str, fingerprint: InputFingerprint,
-    cleaned: CleanedTransactions, features: pl.DataFrame, segmentation: Segmentation, extra_metrics: dict,
+    cleaned: Cleaning, features: pl.DataFrame, segmentation: Segmentation, extra_metrics: dict,
 ) -> tuple[dict[str, bytes], dict]:
     """Every file of a segmentation run (data exports, model, charts, report.html) and the manifest's body."""
     segments = segment_table(features, segmentation.assignments)
@@ -68,7 +70,7 @@ def segment_table(features: pl.DataFrame, assignments: pl.DataFrame) -> pl.DataF
     return features.join(assignments, on="CustomerID", how="inner").sort("CustomerID")
 
 
-def data_files(segments: pl.DataFrame, profiles: pl.DataFrame, cleaned: CleanedTransactions) -> dict[str, bytes]:
+def data_files(segments: pl.DataFrame, profiles: pl.DataFrame, cleaned: Cleaning) -> dict[str, bytes]:
     """segments.parquet/.csv, profiles.csv, quality.json, quarantine.parquet and one CRM list per segment."""
     files = {
         "segments.parquet": parquet_bytes(segments),
@@ -94,7 +96,7 @@ def crm_list_csv(members: pl.DataFrame) -> bytes:
 
 
 def manifest_body(
-    run_id: str, parameters: dict, fingerprint: InputFingerprint, cleaned: CleanedTransactions,
+    run_id: str, parameters: dict, fingerprint: InputFingerprint, cleaned: Cleaning,
     segments: pl.DataFrame, metrics: dict,
 ) -> dict:
     """Everything about the run except the file list, which the publisher adds as it uploads."""
