@@ -26,9 +26,9 @@ The rules, in the order they apply:
   published labels.
 - Stability: the mean adjusted Rand index between the labels of the fit and those of models
   fitted on bootstrap resamples (duplicates as DBSCAN sample weights), both by the model's rule
-  on the fitted customers; the eps search's outlier shares are the rule's too. The search scores clusters; the reported metric scores the campaign
-  segments. A fit with one label only (all outliers, say) has no stability (None): the index
-  calls any two such labelings identical.
+  on the fitted customers; the eps search's outlier shares are the rule's too. The search scores
+  clusters; the reported metric scores the campaign segments. A fit with one label only (all
+  outliers, say) has no stability (None): the index calls any two such labelings identical.
 
 Scale: clustering fits DBSCAN up to 31 times (6 eps candidates, 3 resamples for each within the
 outlier cap, then 7 more resamples for the stability's 10), and on these features a neighbourhood
@@ -143,12 +143,13 @@ def fit_segments(features: pl.DataFrame, options: ClusteringOptions = Clustering
                                        resamples)
     clusters = model.clusters_of(matrix)
     segments = model.segments_of(features, clusters)
+    reference = risk_reference(features)
     labelled = features.with_columns(
-        pl.Series("cluster", clusters), pl.Series("segment", segments), risk_score(features))
+        pl.Series("cluster", clusters), pl.Series("segment", segments), risk_score(features, reference))
     readings = read_segments(labelled, {segment: tier for (cluster, tier), segment in model.segment_ids.items()
                                         if cluster in model.tierings})
     model = replace(model, segment_names={segment: reading.name for segment, reading in readings.items()},
-                    risk_reference=risk_reference(features))
+                    risk_reference=reference)
     assignments = enforce(
         SegmentAssignments,
         labelled.select(
@@ -219,8 +220,13 @@ def search_eps(
 ) -> tuple[list[dict], SegmentModel]:
     """Try EPS_MULTIPLIERS x knee; keep the most stable fit within the outlier cap (see module docstring)."""
     eps_values = [knee * multiplier for multiplier in EPS_MULTIPLIERS]
-    models = in_parallel(lambda eps: fit_model(matrix, features, eps, options, center, scale), eps_values)
-    fits = [(model, clusters := model.clusters_of(matrix), model.segments_of(features, clusters)) for model in models]
+
+    def fitted_and_labelled(eps: float) -> tuple[SegmentModel, np.ndarray, np.ndarray]:
+        model = fit_model(matrix, features, eps, options, center, scale)
+        clusters = model.clusters_of(matrix)
+        return model, clusters, model.segments_of(features, clusters)
+
+    fits = in_parallel(fitted_and_labelled, eps_values)
     outlier_shares = [float(np.mean(segments == OUTLIER)) for _, _, segments in fits]
     within_cap = [eps for eps, share in zip(eps_values, outlier_shares) if share <= options.max_outlier_share]
     refits = [model for models in resamples.models(within_cap, SEARCH_RESAMPLES) for model in models]
@@ -371,10 +377,10 @@ def risk_reference(features: pl.DataFrame) -> dict[str, np.ndarray]:
     return {column: np.quantile(features[column].to_numpy().astype(np.float64), levels) for column in RISK_WEIGHTS}
 
 
-def risk_score(features: pl.DataFrame) -> pl.Series:
-    """RISK_WEIGHTS applied to each customer's percentile rank within `features`, ranked as the model ranks
-    new customers: against the quantiles it stores."""
-    return pl.Series("risk_score", weighted_risk(risk_reference(features), features))
+def risk_score(features: pl.DataFrame, reference: dict[str, np.ndarray]) -> pl.Series:
+    """RISK_WEIGHTS applied to each customer's percentile rank in the base `reference` summarises (risk_reference),
+    ranked as the model ranks new customers: against the quantiles it stores."""
+    return pl.Series("risk_score", weighted_risk(reference, features))
 
 
 def read_segments(labelled: pl.DataFrame, tier_of_segment: dict[int, int] | None = None) -> dict[int, "ProfileReading"]:

@@ -12,7 +12,7 @@ from schemas.segment_assignments import OUTLIER
 from tasks.clean import CleaningOptions, clean_transactions
 from tasks.cluster import (
     EPS_MULTIPLIERS, ClusteringOptions, describe_profile, fit_segments, fold_small_clusters, knee_of,
-    mean_agreement, number_segments, plan_tierings, risk_score, weighted_median,
+    mean_agreement, number_segments, plan_tierings, risk_reference, risk_score, weighted_median,
 )
 from tasks.errors import InputError
 from tasks.features import build_features
@@ -81,7 +81,7 @@ def test_segments_are_numbered_by_size():
 
 def test_risk_is_high_for_a_lapsed_rare_small_buyer_and_low_for_the_opposite():
     frame = pl.DataFrame({"Recency": [300, 5, 100], "FrequencyPurchase": [1, 40, 5], "Amount": [10.0, 9000.0, 500.0]})
-    scores = risk_score(frame).to_list()
+    scores = risk_score(frame, risk_reference(frame)).to_list()
     # Percentiles run from 0 (the base's lowest) to 1 (its highest): lapsed = 0.5 * 1 + 0.3 * (1 - 0) + 0.2 * (1 - 0),
     # loyal = 0.5 * 0 + 0.3 * (1 - 1) + 0.2 * (1 - 1), the other all in the middle.
     assert scores == pytest.approx([1.0, 0.0, 0.5])
@@ -91,7 +91,7 @@ def test_tied_customers_share_the_middle_of_their_percentiles():
     frame = pl.DataFrame({"Recency": [10, 20, 20, 20, 30], "FrequencyPurchase": [1, 1, 1, 1, 1],
                           "Amount": [5.0, 5.0, 5.0, 5.0, 5.0]})
     # Recency 20 spans the base's percentiles 1/4 to 3/4; all tie on the rest, at 1/2.
-    assert risk_score(frame).to_list() == pytest.approx([0.25, 0.5, 0.5, 0.5, 0.75])
+    assert risk_score(frame, risk_reference(frame)).to_list() == pytest.approx([0.25, 0.5, 0.5, 0.5, 0.75])
 
 
 @pytest.mark.parametrize(
