@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -11,6 +12,8 @@ from flows.parameters import SegmentationParameters
 
 DEPLOYMENT = "customer-segmentation/one-off"
 POLL_SECONDS = 2.0
+# A worker polls its pool every 10–15 s by default: a run still waiting well past that has no worker.
+NO_WORKER_HINT_AFTER_SECONDS = 60.0
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -46,7 +49,7 @@ def trigger(overrides: dict[str, Any], watch: bool) -> int:
         submitted = {"params": params.model_dump(mode="json", exclude_unset=True)}
         flow_run = run_deployment(deployment.id, parameters=submitted, timeout=0, as_subflow=False)
         print(f"Flow run {flow_run.name}: {settings.ui_url}/runs/flow-run/{flow_run.id}", flush=True)
-        return wait_for_final_state(flow_run.id) if watch else 0
+        return wait_for_final_state(flow_run.id, deployment.work_pool_name) if watch else 0
     except ObjectNotFound:
         print(f"error: no deployment {DEPLOYMENT} at {settings.api.url}; deploy it with `segments serve` "
               "or `prefect --no-prompt deploy --all`", file=sys.stderr)
@@ -59,22 +62,38 @@ def trigger(overrides: dict[str, Any], watch: bool) -> int:
         return 1
 
 
-def wait_for_final_state(flow_run_id: UUID) -> int:
-    """Print each state the run goes through until a final one; 0 if it Completed, else 1."""
+def wait_for_final_state(flow_run_id: UUID, work_pool: str | None,
+                         no_worker_hint_after_seconds: float = NO_WORKER_HINT_AFTER_SECONDS) -> int:
+    """Print each state the run goes through until a final one; 0 if it Completed, else 1.
+
+    A run that no worker starts waits for one indefinitely, as Prefect does: the command says so once.
+    """
     from prefect.client.orchestration import get_client
 
     # Polling the run rather than following its events: `prefect flow-run watch` can replay old events.
-    shown = None
+    shown, hinted = None, False
     with get_client(sync_client=True) as client:
         while True:
-            state = client.read_flow_run(flow_run_id).state
+            flow_run = client.read_flow_run(flow_run_id)
+            state = flow_run.state
             if state.name != shown:
                 print(f"  {state.name}", flush=True)
                 shown = state.name
             if state.is_final():
                 break
+            if not hinted and state.is_scheduled() and waited_seconds(flow_run) >= no_worker_hint_after_seconds:
+                print(f"  No worker has started the run yet: is one polling the work pool {work_pool!r}? "
+                      "`segments serve` starts one; this command keeps waiting (Ctrl-C leaves the run queued).",
+                      flush=True)
+                hinted = True
             time.sleep(POLL_SECONDS)
     if state.is_completed():
         return 0
     print(f"error: the run ended {state.name}: {state.message}", file=sys.stderr)
     return 1
+
+
+def waited_seconds(flow_run) -> float:
+    """How long the run has been due to start."""
+    due = flow_run.expected_start_time or flow_run.created
+    return (datetime.now(timezone.utc) - due).total_seconds()

@@ -3,18 +3,22 @@
 import argparse
 import json
 import re
+import threading
+import time
 from uuid import UUID
 
 import pytest
 import yaml
+from prefect import flow
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import Cancelled, Scheduled
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.cli import main
 from flows.parameters import AssignmentParameters, SegmentationParameters
 from flows.serve import PROJECT_DIR, WORK_POOL
-from flows.trigger import DEPLOYMENT, parse_override
+from flows.trigger import DEPLOYMENT, parse_override, wait_for_final_state
 
 pytest_plugins = ["tests.prefect_stack"]
 
@@ -127,6 +131,31 @@ def test_segments_trigger_refuses_bad_parameters_before_submitting(prefect_stack
         assert main(["trigger", "--param", override]) == 2
         assert client.count_flow_runs() == runs_before
     assert message in capsys.readouterr().err
+
+
+def test_watching_a_run_no_worker_starts_says_so_once_and_keeps_waiting(prefect_stack, capsys):
+    """A run outside any deployment: no worker will ever start it, as if the pool had none."""
+    with prefect_stack.client() as client:
+        flow_run = client.create_flow_run(flow(name="waits-for-a-worker")(lambda: None), state=Scheduled())
+    shown = []
+
+    def cancel_once_the_hint_is_shown() -> None:
+        deadline = time.monotonic() + 60
+        while "No worker" not in "".join(shown) and time.monotonic() < deadline:
+            shown.append(capsys.readouterr().out)
+            time.sleep(0.1)
+        with prefect_stack.client() as client:
+            client.set_flow_run_state(flow_run.id, Cancelled(), force=True)
+
+    canceller = threading.Thread(target=cancel_once_the_hint_is_shown)
+    canceller.start()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+        ended = wait_for_final_state(flow_run.id, "the-pool", no_worker_hint_after_seconds=0)
+    canceller.join()
+    output = "".join(shown) + capsys.readouterr().out
+    assert ended == 1
+    assert output.count("No worker has started the run yet: is one polling the work pool 'the-pool'?") == 1
+    assert output.split()[0] == "Scheduled" and output.split()[-1] == "Cancelled"
 
 
 def deployment_config(entrypoint: str) -> dict:
