@@ -46,6 +46,7 @@ DBSCAN exact, but on the generator's customers only 0.2% share a scaled point (0
 1e-3 standard deviations), so it would not save any time.
 """
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -430,25 +431,38 @@ OUTLIERS_ACTION = "Review one by one: atypical customers, often the biggest acco
 
 def describe_profile(medians: dict, base: dict, outliers: bool = False) -> ProfileReading:
     """Name, one-line description and campaign action from a segment's medians relative to the base."""
-    value_ratio = medians["Amount"] / base["Amount"] if base["Amount"] else 1.0
+    value_ratio = times(medians["Amount"], base["Amount"])
+    relative = f"{value_ratio:.1f}x the base" if base["Amount"] else "the base's median is 0"
     description = (
-        f"Median spend {medians['Amount']:,.0f} ({value_ratio:.1f}x the base), "
+        f"Median spend {medians['Amount']:,.0f} ({relative}), "
         f"{medians['FrequencyPurchase']:.0f} orders, last purchase {medians['Recency']:.0f} days ago."
     )
     if outliers:
         return ProfileReading("Outliers", description, OUTLIERS_ACTION)
     value = next(tier for tier, floor in VALUE_TIERS if value_ratio >= floor)
-    if medians["AvgOrderValue"] >= 3 * base["AvgOrderValue"]:
+    if times(medians["AvgOrderValue"], base["AvgOrderValue"]) >= 3:
         behaviour = "bulk buyers"
     elif medians["FrequencyPurchase"] <= 1:
         behaviour = "one-timers"
-    elif medians["Recency"] >= 2 * base["Recency"]:
+    elif times(medians["Recency"], base["Recency"]) >= 2:
         behaviour = "lapsed"
-    elif medians["FrequencyPurchase"] >= 2 * base["FrequencyPurchase"]:
+    elif times(medians["FrequencyPurchase"], base["FrequencyPurchase"]) >= 2:
         behaviour = "loyal"
     else:
         behaviour = "regulars"
     return ProfileReading(f"{value} {behaviour}", description, BEHAVIOUR_ACTIONS[behaviour])
+
+
+def times(value: float, base: float) -> float:
+    """`value` as a multiple of `base`, both medians of non-negative features (CustomerFeatures).
+
+    A base of 0 (most customers' returns cancelling their purchases, say) has no multiples to compare
+    with, only a side: a positive value is above any multiple of it (inf), and 0 is the base itself
+    (1.0), not 2 or 3 times it.
+    """
+    if base:
+        return value / base
+    return math.inf if value > 0 else 1.0
 
 
 def profile_segments(segmented: pl.DataFrame, readings: dict[int, ProfileReading]) -> pl.DataFrame:

@@ -112,6 +112,23 @@ def test_names_follow_the_profile_relative_to_the_base(medians, expected):
     assert reading.action
 
 
+def test_against_a_base_without_spend_only_segments_that_spend_are_above_it():
+    # Most customers' returns cancel their purchases: the base's median spend and order value are 0.
+    base = {"Amount": 0, "Recency": 50, "FrequencyPurchase": 2, "AvgOrderValue": 0}
+    without_spend = describe_profile({"Amount": 0, "Recency": 40, "FrequencyPurchase": 3, "AvgOrderValue": 0}, base)
+    spending = describe_profile({"Amount": 900, "Recency": 40, "FrequencyPurchase": 3, "AvgOrderValue": 300}, base)
+    assert (without_spend.name, spending.name) == ("Mid-value regulars", "Top-value bulk buyers")
+    assert spending.description.startswith("Median spend 900 (the base's median is 0), 3 orders")
+
+
+def test_against_a_base_that_bought_on_the_snapshot_day_only_later_buyers_are_lapsed():
+    # A snapshot on the day of the last invoice, which most customers bought on: the base's median Recency is 0.
+    base = {"Amount": 650, "Recency": 0, "FrequencyPurchase": 2, "AvgOrderValue": 280}
+    names = [describe_profile({"Amount": 700, "Recency": recency, "FrequencyPurchase": 3, "AvgOrderValue": 230}, base).name
+             for recency in (0, 30)]
+    assert names == ["Mid-value regulars", "Mid-value lapsed"]
+
+
 def blobs(seed: int = 0) -> pl.DataFrame:
     """Three well separated groups of 120 customers in (Recency, Frequency, Amount) plus two far-off points."""
     rng = np.random.default_rng(seed)
