@@ -289,7 +289,7 @@ def settled_day_first(files: Sequence[LocalFile], column_mapping: Mapping[str, s
         suffix = _format_suffix(file)
         with tempfile.TemporaryDirectory(prefix="segments-ingest-") as scratch:
             try:
-                for table in _SCANNERS[suffix](file, Path(scratch), MemoryBudget(sys.maxsize)):
+                for table in _SCANNERS[suffix](file, Path(scratch), MemoryBudget(sys.maxsize), column_mapping):
                     dates = rename_to_canonical(table, column_mapping).select("InvoiceDate")
                     for batch in dates.collect_batches(chunk_size=DEFAULT_BATCH_ROWS):
                         orders |= _day_month_orders(batch["InvoiceDate"])
@@ -330,7 +330,7 @@ def read_file_batches(
     suffix = _format_suffix(file)
     with tempfile.TemporaryDirectory(prefix="segments-ingest-") as scratch:
         try:
-            for table in _SCANNERS[suffix](file, Path(scratch), budget):
+            for table in _SCANNERS[suffix](file, Path(scratch), budget, column_mapping):
                 # Renamed and selected before collecting, so Parquet and CSV read only the canonical columns.
                 canonical = rename_to_canonical(table, column_mapping)
                 batches = [canonical.collect()] if batch_rows is None else canonical.collect_batches(chunk_size=batch_rows)
@@ -381,9 +381,14 @@ def _in_units(size: int) -> str:
 # --- Parquet -----------------------------------------------------------------------------
 
 
-def _scan_parquet(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
-    """The Parquet file as one lazy table, decoded by a child process once its estimated size fits the budget."""
-    budget.claim(file.name, _decoder.estimated_size(file), "its estimated size in memory")
+def _scan_parquet(file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str]) -> list[Table]:
+    """The Parquet file as one lazy table, decoded by a child process once the estimated size of the columns read
+    (the canonical ones, found with `column_mapping`) fits the budget: the in-memory stages never hold the others."""
+    sizes = _decoder.column_sizes(file)
+    header = list(sizes)
+    read = [header[position] for position in canonical_positions(file.name, header, column_mapping)]
+    measure = f"the estimated size in memory of the {len(read)} columns read"
+    budget.claim(file.name, sum(sizes[name] for name in read), measure)
     _decoder.decode(file, ".parquet", scratch)
     table = pl.scan_ipc(scratch / "0.arrow")
     return [Table(file.name, table, table.collect_schema().names())]
@@ -407,7 +412,7 @@ class TextFacts:
         return self.non_utf8_line is None
 
 
-def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
+def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str]) -> list[Table]:
     """The CSV as one lazy table, every column as text (types are decided later), decoded to UTF-8 if needed."""
     facts = _inspect_text(file.path)
     if facts.first_line.startswith(_UTF16_BOMS):
@@ -534,7 +539,7 @@ def _decode_cp1252(path: Path, target: Path) -> Path:
 # --- Excel -------------------------------------------------------------------------------
 
 
-def _scan_workbook(file: LocalFile, scratch: Path, budget: MemoryBudget) -> list[Table]:
+def _scan_workbook(file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str]) -> list[Table]:
     """Every sheet with cells, in workbook order, labelled with its name for error messages.
 
     Column types are inferred from every row, not a sample, so a column that mixes numbers and text,
@@ -596,10 +601,11 @@ import json, sys
 import fastexcel, polars
 from tasks.memory import resident_memory
 
-def estimated_size(source, sample_rows):
+def column_sizes(source, sample_rows):
     table = polars.scan_parquet(source)
     sample = table.head(sample_rows).collect()
-    return table.select(polars.len()).collect().item() * sample.estimated_size() // max(sample.height, 1)
+    rows = table.select(polars.len()).collect().item()
+    return {column.name: rows * column.estimated_size() // max(sample.height, 1) for column in sample.get_columns()}
 
 def decode(source, suffix, folder):
     if suffix == ".parquet":
@@ -615,7 +621,7 @@ answers, sys.stdout = sys.stdout, sys.stderr  # nothing a library prints can mix
 for request in sys.stdin:
     function, *arguments = json.loads(request)
     try:
-        answer = {"result": {"estimated_size": estimated_size, "decode": decode}[function](*arguments)}
+        answer = {"result": {"column_sizes": column_sizes, "decode": decode}[function](*arguments)}
     except BaseException as error:  # a Rust panic is a BaseException, and its text is the reader's internals
         panicked = type(error).__name__ == "PanicException"
         reason = "the reader failed on its contents" if panicked else str(error).strip() or type(error).__name__
@@ -640,9 +646,10 @@ class ChildDecoder:
         self._child: subprocess.Popen | None = None
         self._lock = threading.Lock()  # one request at a time, whichever thread ingests
 
-    def estimated_size(self, file: LocalFile) -> int:
-        """Bytes the Parquet file takes in memory: its row count times the size of its first rows."""
-        return self._ask(file, ".parquet", "estimated_size", _SAMPLE_ROWS)
+    def column_sizes(self, file: LocalFile) -> dict[str, int]:
+        """Bytes each column of the Parquet file takes in memory, in the file's order: its row count times the
+        size of its first rows."""
+        return self._ask(file, ".parquet", "column_sizes", _SAMPLE_ROWS)
 
     def decode(self, file: LocalFile, suffix: str, folder: Path) -> list[str | None]:
         """Write the file's tables to <folder>/<index>.arrow; the names of its sheets ([None] for Parquet)."""
@@ -696,7 +703,8 @@ def _ending(returncode: int) -> str:
 _decoder = ChildDecoder()
 
 
-_SCANNERS: dict[str, Callable[[LocalFile, Path, MemoryBudget], list[Table]]] = {
+# Each takes the column mapping too: what the in-memory stages will hold of a file can depend on it.
+_SCANNERS: dict[str, Callable[[LocalFile, Path, MemoryBudget, Mapping[str, str]], list[Table]]] = {
     ".parquet": _scan_parquet, ".csv": _scan_csv, ".csv.gz": _scan_csv, ".xlsx": _scan_workbook,
 }
 SUFFIXES = tuple(_SCANNERS)  # the file names ingest reads: what a folder, glob or S3 prefix stands for
@@ -716,26 +724,33 @@ def _as_written(names: list[str], repeat: re.Pattern[str]) -> list[str]:
 
 def rename_to_canonical(table: Table, column_mapping: Mapping[str, str]) -> pl.LazyFrame:
     """The canonical columns, found by their own, known or user-given names; extra columns are left out."""
+    names = table.frame.collect_schema().names()
+    positions = canonical_positions(table.label, table.header, column_mapping)
+    return table.frame.select(pl.col(names[at]).alias(column) for column, at in zip(CANONICAL_COLUMNS, positions))
+
+
+def canonical_positions(label: str, header: Sequence[str], column_mapping: Mapping[str, str]) -> list[int]:
+    """Where each canonical column is in `header`, by its own, known or user-given name; an InputError
+    naming the table (`label`) if one is missing or more than one column would be read as it."""
     names = {**KNOWN_ALIASES, **column_mapping}
-    read_as = [names.get(name, name) for name in table.header]
+    read_as = [names.get(name, name) for name in header]
     repeated = {
-        column: [name for name, target in zip(table.header, read_as) if target == column]
+        column: [name for name, target in zip(header, read_as) if target == column]
         for column in CANONICAL_COLUMNS if read_as.count(column) > 1
     }
     if repeated:
         described = "; ".join(f"{column} ({', '.join(map(repr, sources))})" for column, sources in repeated.items())
         raise InputError(
-            f"Input {table.label}: duplicated column(s) {described}: it is unclear which one to read. "
+            f"Input {label}: duplicated column(s) {described}: it is unclear which one to read. "
             "Remove or rename the extra column(s) so that each required column appears once."
         )
     missing = [column for column in CANONICAL_COLUMNS if column not in read_as]
     if missing:
         raise InputError(
-            f"Input {table.label}: required column(s) {', '.join(missing)} missing; found {_listing(table.header)}. "
+            f"Input {label}: required column(s) {', '.join(missing)} missing; found {_listing(header)}. "
             "Map other names with a column mapping, e.g. --column-map 'Customer=CustomerID'."
         )
-    column_of = dict(zip(read_as, table.frame.collect_schema().names()))
-    return table.frame.select(pl.col(column_of[column]).alias(column) for column in CANONICAL_COLUMNS)
+    return [read_as.index(column) for column in CANONICAL_COLUMNS]
 
 
 def _listing(names: Sequence[str]) -> str:

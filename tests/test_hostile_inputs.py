@@ -255,7 +255,7 @@ def test_windows_1252_text_holding_utf8_like_bytes_is_not_taken_for_mixed_encodi
 class DecoderThatMustNotBeAsked:
     """Stands in for ingest's decoding child: a test fails as soon as it asks the child anything."""
 
-    def estimated_size(self, file, *_):
+    def column_sizes(self, file, *_):
         pytest.fail(f"the decoder was asked the size of {file.name}")
 
     def decode(self, file, *_):
@@ -300,7 +300,21 @@ def test_a_parquet_file_is_measured_by_its_size_in_memory(tmp_path):
     LINES.write_parquet(tmp_path / "lines.parquet")
     in_memory = pl.read_parquet(tmp_path / "lines.parquet").estimated_size()
     message = refusal(tmp_path / "lines.parquet", max_eager_bytes=in_memory - 1)
-    assert f"its estimated size in memory is {in_memory:,} bytes" in message
+    assert f"the estimated size in memory of the 8 columns read is {in_memory:,} bytes" in message
+
+
+def test_a_parquet_file_is_measured_by_the_columns_read_only(tmp_path, monkeypatch):
+    # Forty wide columns besides the eight ingest reads, two of those under other names (a known alias and one
+    # the user maps): the in-memory stages never hold the forty, so they must not count against the limit.
+    notes = {f"Note{index}": [f"{index}-{row}-" + "x" * 1_000 for row in range(LINES.height)] for index in range(40)}
+    renamed = LINES.rename({"UnitPrice": "Price", "CustomerID": "Kunde"})
+    renamed.with_columns(**notes).write_parquet(tmp_path / "wide.parquet")
+    in_memory = pl.read_parquet(tmp_path / "wide.parquet", columns=renamed.columns).estimated_size()
+    monkeypatch.setenv("SEGMENTS_MAX_EAGER_BYTES", str(in_memory))
+    assert load_transactions(tmp_path / "wide.parquet", {"Kunde": "CustomerID"}).transactions.equals(LINES)
+    monkeypatch.setenv("SEGMENTS_MAX_EAGER_BYTES", str(in_memory - 1))
+    message = refusal(tmp_path / "wide.parquet", column_mapping={"Kunde": "CustomerID"})
+    assert f"the estimated size in memory of the 8 columns read is {in_memory:,} bytes" in message
 
 
 def test_the_files_of_a_folder_share_the_limit(tmp_path):
