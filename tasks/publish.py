@@ -81,7 +81,7 @@ S3_TRANSPORT_FAILURES = (boto_errors.ConnectionError, boto_errors.HTTPClientErro
 
 
 class PublishError(SegmentsError, RuntimeError):
-    """Publishing failed; `retryable` tells whether the same call may succeed later."""
+    """A store could not be published to or read from; `retryable` tells whether the same call may succeed later."""
 
     def __init__(self, message: str, *, retryable: bool):
         super().__init__(message)
@@ -224,6 +224,20 @@ def without_query(url: str) -> str:
 # --- stores ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StorePurpose:
+    """What a store was opened for, as its errors tell it: a model read from a bucket is not being published."""
+
+    doing: str  # begins every message, before the location
+    missing_bucket_advice: str
+    access_needed: str  # what the credentials must be allowed to do in the bucket
+
+
+PUBLISHING = StorePurpose("Publish to", "Create it, fix the target or allow creating the bucket", "read and write")
+# With MinIO, a run without --s3-endpoint-url looks for the bucket on AWS.
+READING = StorePurpose("Read from", "Check the bucket name in the location and the S3 endpoint", "read")
+
+
 class ArtifactStore(Protocol):
     """Where published objects live; keys are '/'-separated and relative to the target root."""
 
@@ -245,8 +259,9 @@ class ArtifactStore(Protocol):
 class LocalStore:
     """A directory; every put is atomic, so readers see the old file or the new one, never a partial one."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, purpose: StorePurpose) -> None:
         self.root = Path(root).absolute()
+        self.purpose = purpose
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write the file atomically; the content type has no place on a file system."""
@@ -254,7 +269,8 @@ class LocalStore:
         try:
             _write_atomically(path, data)
         except OSError as error:
-            raise PublishError(f"Publish to {path}: cannot write the file ({error}).", retryable=False) from error
+            raise PublishError(f"{self.purpose.doing} {path}: cannot write the file ({error}).",
+                               retryable=False) from error
 
     def get(self, key: str) -> bytes | None:
         """The file's bytes, or None if there is no such file."""
@@ -264,7 +280,8 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as error:
-            raise PublishError(f"Publish to {path}: cannot read the file ({error}).", retryable=False) from error
+            raise PublishError(f"{self.purpose.doing} {path}: cannot read the file ({error}).",
+                               retryable=False) from error
 
     def sha256_of(self, key: str) -> str | None:
         """Hex SHA-256 of the file, or None if there is no such file."""
@@ -281,7 +298,8 @@ class LocalStore:
         try:
             path.unlink(missing_ok=True)
         except OSError as error:
-            raise PublishError(f"Publish to {path}: cannot remove the file ({error}).", retryable=False) from error
+            raise PublishError(f"{self.purpose.doing} {path}: cannot remove the file ({error}).",
+                               retryable=False) from error
 
     def url(self, key: str) -> str:
         """A file:// URI for the key."""
@@ -315,13 +333,14 @@ class S3Store:
     """A bucket (and optional key prefix) reached through a boto3 S3 client."""
 
     def __init__(
-        self, client: S3Client, bucket: str, prefix: str = "", *,
+        self, client: S3Client, bucket: str, prefix: str = "", *, purpose: StorePurpose,
         server_side_encryption: str | None = None,
         multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD_BYTES,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.purpose = purpose
         self.server_side_encryption = server_side_encryption
         # Parts go up one after another: artifacts are a few MB, and failures then surface in the caller's thread.
         self.transfer_config = TransferConfig(
@@ -430,16 +449,16 @@ class S3Store:
         try:
             yield
         except boto_errors.ClientError as error:
-            raise _explain_client_error(error, self.bucket, self.url(key)) from error
+            raise _explain_client_error(error, self.bucket, self.url(key), self.purpose) from error
         except MISSING_AWS_CREDENTIALS as error:
             raise PublishError(
-                f"Publish to {self.url(key)}: no usable AWS credentials were found ({type(error).__name__}). "
+                f"{self.purpose.doing} {self.url(key)}: no usable AWS credentials were found ({type(error).__name__}). "
                 "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; retrying will not help.",
                 retryable=False,
             ) from error
         except S3_TRANSPORT_FAILURES as error:
             raise PublishError(
-                f"Publish to {self.url(key)}: the S3 endpoint could not be reached or did not answer "
+                f"{self.purpose.doing} {self.url(key)}: the S3 endpoint could not be reached or did not answer "
                 f"({type(error).__name__}: {error}). This is usually temporary; retrying may help.",
                 retryable=True,
             ) from error
@@ -475,21 +494,23 @@ def is_transient_s3_error(error: boto_errors.ClientError) -> bool:
     return status >= 500 or status == 429 or s3_error_code(error) in RETRYABLE_S3_CODES
 
 
-def _explain_client_error(error: boto_errors.ClientError, bucket: str, url: str) -> PublishError:
+def _explain_client_error(
+    error: boto_errors.ClientError, bucket: str, url: str, purpose: StorePurpose,
+) -> PublishError:
     """A one-paragraph PublishError for an S3 error response, marked retryable only for transient failures."""
     code, status = s3_error_code(error), s3_http_status(error)
     if code == "NoSuchBucket":
-        problem = f"bucket {bucket!r} does not exist. Create it, fix the target or allow creating the bucket"
+        problem = f"bucket {bucket!r} does not exist. {purpose.missing_bucket_advice}"
     elif status == 403:
         problem = (
             f"access to bucket {bucket!r} was denied. Check that the credentials are valid "
-            "and allowed to read and write this bucket and prefix"
+            f"and allowed to {purpose.access_needed} this bucket and prefix"
         )
     else:
         problem = error.response.get("Error", {}).get("Message", "") or "the request failed"
     retryable = is_transient_s3_error(error)
     advice = "retrying may help" if retryable else "retrying will not help"
-    message = f"Publish to {url}: {problem} ({code or 'error'}, HTTP {status}); {advice}."
+    message = f"{purpose.doing} {url}: {problem} ({code or 'error'}, HTTP {status}); {advice}."
     return PublishError(message, retryable=retryable)
 
 
@@ -549,13 +570,15 @@ def open_store(
 ) -> ArtifactStore:
     """The store for a target; S3 uses `s3_client` or one built from `settings`, and creates the bucket if asked.
 
-    A store opened for `reading` is a location parse_target reads as such, and its bucket is never created.
+    A store opened for `reading` is a location parse_target reads as such, its bucket is never created, and its
+    errors say it was being read from.
     """
     parsed = parse_target(target, reading=reading)
+    purpose = READING if reading else PUBLISHING
     if isinstance(parsed, LocalTarget):
-        return LocalStore(parsed.root)
+        return LocalStore(parsed.root, purpose=purpose)
     store = S3Store(
-        s3_client or s3_client_for(settings), parsed.bucket, parsed.prefix,
+        s3_client or s3_client_for(settings), parsed.bucket, parsed.prefix, purpose=purpose,
         server_side_encryption=settings.server_side_encryption,
         multipart_threshold_bytes=settings.multipart_threshold_bytes,
     )

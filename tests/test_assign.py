@@ -91,6 +91,20 @@ def test_cli_assign_prints_the_summary(fitted_and_assigned, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_an_s3_model_in_a_missing_bucket_fails_the_run_saying_the_model_was_being_read(tmp_path, monkeypatch):
+    use_test_credentials_only(monkeypatch)
+    with moto_s3_server() as endpoint_url:
+        state = assign_segments(AssignmentParameters(
+            model="s3://no-such-bucket/runs/fit", input=str(tmp_path / "absent.csv"), target=str(tmp_path),
+            s3_endpoint_url=endpoint_url, retries=0,
+        ), return_state=True)
+    assert state.is_failed()
+    assert ("Read from s3://no-such-bucket/runs/fit/model/model.json: bucket 'no-such-bucket' does not exist. "
+            "Check the bucket name in the location") in state.message
+    assert "Publish to" not in state.message and "creating the bucket" not in state.message
+
+
+@pytest.mark.slow
 def test_an_s3_model_and_input_are_read_through_the_runs_s3_endpoint_parameter(fitted_and_assigned, tmp_path,
                                                                                 monkeypatch):
     _, _, target = fitted_and_assigned

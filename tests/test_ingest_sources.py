@@ -253,7 +253,8 @@ def test_reading_input_and_publishing_agree_on_which_s3_errors_may_pass(code, st
     error = ClientError({"Error": {"Code": code, "Message": "the message"},
                          "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
     assert is_retryable(sources._explain_s3_error(error, f"s3://{BUCKET}/lines.parquet", BUCKET)) is transient
-    assert publish._explain_client_error(error, BUCKET, f"s3://{BUCKET}/runs/x/report.html").retryable is transient
+    published = publish._explain_client_error(error, BUCKET, f"s3://{BUCKET}/runs/x/report.html", publish.PUBLISHING)
+    assert published.retryable is transient
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -360,6 +361,65 @@ def test_an_unreachable_endpoint_is_a_retryable_error(monkeypatch: pytest.Monkey
 
     assert raised.value.retryable is True
     assert_error_free_of_credentials(raised.value)
+
+
+# --- a store opened for reading: its errors say what it was doing --------------------------
+
+
+def test_a_local_file_that_cannot_be_read_is_reported_as_what_the_store_was_opened_for(tmp_path: Path) -> None:
+    model_file = tmp_path / "model" / "model.json"
+    model_file.mkdir(parents=True)  # a folder where the file should be
+
+    for reading, doing in [(True, "Read from"), (False, "Publish to")]:
+        expected = rf"^{doing} {re.escape(str(model_file))}: cannot read the file"
+        with pytest.raises(PublishError, match=expected) as raised:
+            open_store(tmp_path, reading=reading).get("model/model.json")
+        assert raised.value.retryable is False
+
+
+@pytest.mark.slow
+def test_a_missing_bucket_read_from_is_reported_as_a_read_with_advice_for_reading(s3_endpoint: str) -> None:
+    store = open_store("s3://no-such-bucket/runs/fit", s3_client=s3_test_client(s3_endpoint), reading=True)
+
+    with pytest.raises(PublishError) as raised:
+        store.get("model/model.json")
+
+    assert str(raised.value) == (
+        "Read from s3://no-such-bucket/runs/fit/model/model.json: bucket 'no-such-bucket' does not exist. "
+        "Check the bucket name in the location and the S3 endpoint (NoSuchBucket, HTTP 404); retrying will not help."
+    )
+    assert raised.value.retryable is False
+
+
+@pytest.mark.slow
+def test_access_denied_to_a_bucket_read_from_asks_only_for_read_access() -> None:
+    with moto_s3_server(enforce_auth=True) as endpoint_url:
+        client = s3_test_client(endpoint_url, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
+        store = open_store("s3://models/runs/fit", s3_client=client, reading=True)
+
+        with pytest.raises(PublishError) as raised:
+            store.get("model/model.json")
+
+    assert str(raised.value) == (
+        "Read from s3://models/runs/fit/model/model.json: access to bucket 'models' was denied. Check that the "
+        "credentials are valid and allowed to read this bucket and prefix (InvalidAccessKeyId, HTTP 403); "
+        "retrying will not help."
+    )
+    assert raised.value.retryable is False
+    assert_error_free_of_credentials(raised.value)
+
+
+def test_an_unreachable_endpoint_read_from_is_a_retryable_error_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+    closed_port_client = make_s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1")
+    store = open_store("s3://models/runs/fit", s3_client=closed_port_client, reading=True)
+
+    expected = r"^Read from s3://models/runs/fit/model/model\.json: the S3 endpoint could not be reached"
+    with pytest.raises(PublishError, match=expected) as raised:
+        store.get("model/model.json")
+
+    assert raised.value.retryable is True
 
 
 @pytest.fixture
