@@ -452,8 +452,7 @@ class S3Store:
             raise _explain_client_error(error, self.bucket, self.url(key), self.purpose) from error
         except MISSING_AWS_CREDENTIALS as error:
             raise PublishError(
-                f"{self.purpose.doing} {self.url(key)}: no usable AWS credentials were found ({type(error).__name__}). "
-                "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; retrying will not help.",
+                f"{no_credentials_found(f'{self.purpose.doing} {self.url(key)}', error)}; retrying will not help.",
                 retryable=False,
             ) from error
         except S3_TRANSPORT_FAILURES as error:
@@ -492,6 +491,17 @@ def is_transient_s3_error(error: boto_errors.ClientError) -> bool:
     """True when the same request may succeed later: a 5xx, throttling (429) or one of RETRYABLE_S3_CODES."""
     status = s3_http_status(error)
     return status >= 500 or status == 429 or s3_error_code(error) in RETRYABLE_S3_CODES
+
+
+def no_credentials_found(location: str, error: Exception) -> str:
+    """Why `location` ("Input s3://…", "Publish to s3://…") could not be reached without credentials, and the
+    ways a user gives them: the standard AWS settings, or the runs' parameters naming Prefect Secret blocks."""
+    return (
+        f"{location}: no usable AWS credentials were found ({type(error).__name__}); set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or name the Prefect Secret blocks that hold the keys with "
+        "--s3-access-key-id-block and --s3-secret-access-key-block (a deployment's s3_access_key_id_block and "
+        "s3_secret_access_key_block)"
+    )
 
 
 def _explain_client_error(

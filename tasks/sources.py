@@ -23,7 +23,7 @@ from botocore import exceptions as boto_errors
 from tasks.errors import InputError
 from tasks.publish import (
     MISSING_AWS_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, S3Settings, is_missing_s3_object, is_transient_s3_error,
-    s3_client_for, s3_error_code, s3_http_status, without_query,
+    no_credentials_found, s3_client_for, s3_error_code, s3_http_status, without_query,
 )
 
 log = logging.getLogger(__name__)
@@ -220,10 +220,7 @@ def _s3_errors(url: str, bucket: str) -> Iterator[None]:
     except boto_errors.ClientError as error:
         raise _explain_s3_error(error, url, bucket) from error
     except MISSING_AWS_CREDENTIALS as error:
-        raise InputError(
-            f"Input {url}: no usable AWS credentials were found ({type(error).__name__}); "
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE."
-        ) from error
+        raise InputError(f"{no_credentials_found(f'Input {url}', error)}.") from error
     except S3_TRANSPORT_FAILURES as error:
         raise TransientInputError(
             f"Input {url}: the S3 endpoint could not be reached or stopped answering "

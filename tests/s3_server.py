@@ -24,6 +24,7 @@ from typing import IO
 import boto3
 from botocore.config import Config
 
+from flows.parameters import RunParameters
 from flows.serve import free_port
 
 TEST_ACCESS_KEY_ID = "testing"
@@ -88,6 +89,29 @@ def use_test_credentials_only(monkeypatch) -> None:
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+
+
+def use_no_credentials(monkeypatch) -> None:
+    """No AWS credentials anywhere boto3 looks (variables, files, container and instance metadata), the test region."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(name, os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_REGION", TEST_REGION)
+    # boto3's default session keeps the credentials it found for an earlier test's client.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+def assert_names_every_way_to_give_credentials(message: str) -> None:
+    """The standard AWS variables and profile, and the runs' Secret block parameters as flags and as fields."""
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        assert variable in message
+    for field in ("s3_access_key_id_block", "s3_secret_access_key_block"):
+        assert field in RunParameters.model_fields
+        assert f"--{field.replace('_', '-')}" in message and field in message
 
 
 def s3_test_client(

@@ -30,7 +30,8 @@ from tests.ingest_samples import (
     LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )
 from tests.s3_server import (
-    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, moto_s3_server, s3_test_client,
+    TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, assert_names_every_way_to_give_credentials,
+    moto_s3_server, s3_test_client, use_no_credentials,
 )
 
 SINGLE_FILE_FORMS = {
@@ -240,6 +241,15 @@ def test_s3_access_denied_is_permanent(monkeypatch):
                                              r"check .* \(InvalidAccessKeyId, HTTP 403\)\.$") as error:
             load_transactions(f"s3://{BUCKET}/lines.parquet")
     assert not is_retryable(error.value)
+
+
+def test_s3_input_without_credentials_is_permanent_and_names_every_way_to_give_them(monkeypatch):
+    use_no_credentials(monkeypatch)
+    settings = publish.S3Settings(endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(InputError, match=rf"^Input s3://{BUCKET}/lines\.parquet: no usable AWS credentials") as error:
+        load_transactions(f"s3://{BUCKET}/lines.parquet", s3=settings)
+    assert not is_retryable(error.value)
+    assert_names_every_way_to_give_credentials(str(error.value))
 
 
 @pytest.mark.parametrize("code, status, transient", [

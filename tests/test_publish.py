@@ -28,7 +28,9 @@ from tasks.publish import (
     run_key,
     validate_run_id,
 )
-from tests.s3_server import moto_s3_server, new_bucket, s3_test_client
+from tests.s3_server import (
+    assert_names_every_way_to_give_credentials, moto_s3_server, new_bucket, s3_test_client, use_no_credentials,
+)
 
 RUN_ID = "2026-11-26T20-51-30_ab12"
 OTHER_RUN_ID = "2026-11-27T08-00-00_cd34"
@@ -361,6 +363,22 @@ def test_an_unreachable_endpoint_is_a_retryable_error(monkeypatch: pytest.Monkey
 
     assert raised.value.retryable is True
     assert_error_free_of_credentials(raised.value)
+
+
+@pytest.mark.parametrize("reading, doing", [(False, "Publish to"), (True, "Read from")])
+def test_missing_credentials_are_a_permanent_error_naming_every_way_to_give_them(
+    monkeypatch: pytest.MonkeyPatch, reading: bool, doing: str
+) -> None:
+    use_no_credentials(monkeypatch)
+    client = make_s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}")
+    store = open_store("s3://models/runs/fit", s3_client=client, reading=reading)
+
+    expected = rf"^{doing} s3://models/runs/fit/model/model\.json: no usable AWS credentials were found "
+    with pytest.raises(PublishError, match=expected) as raised:
+        store.get("model/model.json")
+
+    assert raised.value.retryable is False
+    assert_names_every_way_to_give_credentials(str(raised.value))
 
 
 # --- a store opened for reading: its errors say what it was doing --------------------------
