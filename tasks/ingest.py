@@ -880,6 +880,11 @@ class AmbiguousDates(InputError):
             f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and no other date of the input "
             "reads one way round only. Export the dates as YYYY-MM-DD, or as real dates (Parquet or Excel date cells)."
         )
+        self.source, self.column, self.example = source, column, example
+
+    def __reduce__(self) -> tuple:
+        # Pickled by its parts, not its message, so that it can cross from a Dask worker to the flow.
+        return type(self), (self.source, self.column, self.example)
 
 
 def _as_datetime(
