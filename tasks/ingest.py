@@ -29,7 +29,7 @@ import tempfile
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, TypeVar
@@ -200,12 +200,15 @@ def describe(fingerprint: InputFingerprint, rows: int) -> str:
 
 def load_transactions(
     source: str | Path, column_mapping: Mapping[str, str] | None = None, max_eager_bytes: int | None = None,
-    s3: S3Settings = S3Settings(),
+    s3: S3Settings = S3Settings(), day_first: bool | None = None, settle_day_month: bool = True,
 ) -> IngestedTransactions:
     """Read every file `source` names (a file, folder, glob, s3:// or https:// URL) into one RawTransactions frame.
 
     `max_eager_bytes` bounds the input read into memory; by default SEGMENTS_MAX_EAGER_BYTES or 2 GiB.
-    `s3` says how to reach S3.
+    `s3` says how to reach S3. Text dates that read both day-first and month-first take `day_first`'s
+    order; without one, the order the input's other text dates settle (settling_day_month), unless
+    `settle_day_month` is False: then they are an AmbiguousDates error, for a caller that settles the
+    order over a larger input that `source` is one part of.
     """
     text, mapping = str(source), column_mapping or {}
     limit = configured_max_eager_bytes() if max_eager_bytes is None else max_eager_bytes
@@ -215,7 +218,7 @@ def load_transactions(
         return [frame for file in files for frame in read_file(file, mapping, budget, day_first)]
 
     with fetched(text, SUFFIXES, s3) as files:
-        frames = settling_day_month(read, files, mapping)
+        frames = settling_day_month(read, files, mapping) if day_first is None and settle_day_month else read(day_first)
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
     if transactions.height == 0:
@@ -275,15 +278,29 @@ def settling_day_month(read: Callable[[bool | None], T], files: Sequence[LocalFi
     try:
         return read(None)
     except AmbiguousDates:
-        day_first = settled_day_first(files, column_mapping)
+        day_first = settled_day_first(_files_day_month_orders(files, column_mapping))
         if day_first is None:
             raise
         return read(day_first)
 
 
-def settled_day_first(files: Sequence[LocalFile], column_mapping: Mapping[str, str]) -> bool | None:
-    """True if the text dates of `files` that read one way round only are all day-first, False if all
-    month-first; None if no date settles it, or they disagree."""
+def settled_day_first(orders: Set[bool]) -> bool | None:
+    """The order an input's day_month_orders settle: True if its text dates that read one way round only
+    are all day-first, False if all month-first; None if no date settles it, or they disagree."""
+    return next(iter(orders)) if len(orders) == 1 else None
+
+
+def day_month_orders(
+    source: str | Path, column_mapping: Mapping[str, str] | None = None, s3: S3Settings = S3Settings(),
+) -> frozenset[bool]:
+    """The orders in which the text dates of the files `source` names read one way round only: True for
+    day-first, False for month-first. Those of an input in parts are the union of the parts' orders."""
+    with fetched(str(source), SUFFIXES, s3) as files:
+        return _files_day_month_orders(files, column_mapping or {})
+
+
+def _files_day_month_orders(files: Sequence[LocalFile], column_mapping: Mapping[str, str]) -> frozenset[bool]:
+    """day_month_orders of files already fetched."""
     orders = set()
     for file in files:
         suffix = _format_suffix(file)
@@ -295,7 +312,7 @@ def settled_day_first(files: Sequence[LocalFile], column_mapping: Mapping[str, s
                         orders |= _day_month_orders(batch["InvoiceDate"])
             except _UNREADABLE as error:
                 raise _unreadable(file, suffix, _printable(_first_line(error))) from None
-    return orders.pop() if len(orders) == 1 else None
+    return frozenset(orders)
 
 
 def _day_month_orders(values: pl.Series) -> set[bool]:
