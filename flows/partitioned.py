@@ -8,9 +8,12 @@ files ─► ingest + guests out ─► lines by CustomerID hash ─► clean �
 File and partition tasks run on the workers of a Dask cluster through prefect-dask, each with
 Polars inside; they pass each other paths in a work folder every worker can reach, not frames.
 tasks/partition.py explains why cleaning by file, then by customer partition, gives exactly the
-single-process result. Features of a customer depend only on their own lines and the snapshot
-date, so with one global snapshot each partition's features are exact. Clustering, the report and
-publishing run in the flow's process on the assembled feature table, one row per customer.
+single-process result. Text dates that read both day-first and month-first take the order the
+whole input settles, as in customer-segmentation: a file that holds such dates is read again once
+every file's dates have been scanned for that order. Features of a customer depend only on their
+own lines and the snapshot date, so with one global snapshot each partition's features are exact.
+Clustering, the report and publishing run in the flow's process on the assembled feature table,
+one row per customer.
 """
 
 import os
@@ -80,6 +83,13 @@ class ScreenedFile:
 
 
 @dataclass(frozen=True)
+class UnsettledFile:
+    """An input file left unread because its text dates read both day-first and month-first."""
+
+    ambiguity: ingest.AmbiguousDates
+
+
+@dataclass(frozen=True)
 class CleanedPartition:
     """What cleaning one customer partition found: its funnel and when its last clean line was invoiced."""
 
@@ -102,11 +112,21 @@ def list_input_files(source: str, s3: S3Settings) -> list[InputFile]:
 
 @task(name="ingest-file")
 def screen_file(file: InputFile, file_index: int, column_mapping: dict[str, str], partitions: int,
-                options: CleaningOptions, work: WorkFolder, s3: S3Settings) -> ScreenedFile:
-    """Ingest one file, quarantine its guest lines and write the others by customer partition."""
+                options: CleaningOptions, work: WorkFolder, s3: S3Settings,
+                day_first: bool | None = None) -> ScreenedFile | UnsettledFile:
+    """Ingest one file, quarantine its guest lines and write the others by customer partition.
+
+    Text dates that read both day-first and month-first take `day_first`'s order; without one, the file is
+    left unsettled, for the order the whole input settles.
+    """
     started = time.perf_counter()
-    loaded = ingest.load_transactions(file.location, column_mapping, s3=s3)
     name = sources.shown_location(file.name)
+    try:
+        loaded = ingest.load_transactions(file.location, column_mapping, s3=s3, day_first=day_first,
+                                          settle_day_month=False)
+    except ingest.AmbiguousDates as ambiguity:
+        log_stage("ingest-file", started, file=name, day_month="unsettled")
+        return UnsettledFile(ambiguity)
     lines, guests = partition.split_guests(partition.numbered_lines(loaded.transactions, file_index), options)
     write_parquet(guests, work.guests(file_index))
     by_partition = partition.by_partition(lines, partitions)
@@ -115,6 +135,16 @@ def screen_file(file: InputFile, file_index: int, column_mapping: dict[str, str]
     log_stage("ingest-file", started, file=name, rows=loaded.transactions.height, guest_rows=guests.height)
     return ScreenedFile(replace(loaded.fingerprint, source=name), loaded.transactions.height, guests.height,
                         tuple(sorted(by_partition)))
+
+
+@task(name="day-month-orders")
+def day_month_orders(file: InputFile, column_mapping: dict[str, str], s3: S3Settings) -> frozenset[bool]:
+    """The orders (True: day-first) in which the file's text dates read one way round only."""
+    started = time.perf_counter()
+    orders = ingest.day_month_orders(file.location, column_mapping, s3)
+    log_stage("day-month-orders", started, file=sources.shown_location(file.name),
+              orders=",".join("day-first" if day_first else "month-first" for day_first in sorted(orders)) or "none")
+    return orders
 
 
 @task(name="clean-partition")
@@ -186,10 +216,7 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
     work = fresh_work_folder(params, run_id)
     rules = cleaning_options(params)
     files = list_input_files.with_options(**options)(params.input, params.s3_settings())
-    screened = screen_file.with_options(**options).map(
-        files, range(len(files)), unmapped(params.column_mapping), unmapped(params.partitions), unmapped(rules),
-        unmapped(work), unmapped(params.s3_settings()),
-    ).result()
+    screened = screen_files(files, params, rules, work, options)
     offsets = partition.file_offsets([file.rows for file in screened])
     partitions = partitions_with_lines(screened)
     cleaned = clean_partition.with_options(**options).map(partitions, unmapped(offsets), unmapped(rules),
@@ -213,6 +240,30 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
         run_id, cleaning.funnel.raw_rows, cleaning.funnel.clean_rows, cleaning.quarantine.height,
         customer_features.height, segmentation.profiles, published,
     )
+
+
+def screen_files(files: list[InputFile], params: PartitionedParameters, rules: CleaningOptions, work: WorkFolder,
+                 options: dict) -> list[ScreenedFile]:
+    """Every file screened, in order. Files whose text dates read both day-first and month-first are read
+    again with the order the whole input settles, or the first one's AmbiguousDates is raised if it
+    settles none: as customer-segmentation's ingest of the same files does, so that both read them alike."""
+    screen = screen_file.with_options(**options)
+    shared = (unmapped(params.column_mapping), unmapped(params.partitions), unmapped(rules), unmapped(work),
+              unmapped(params.s3_settings()))
+    screened = screen.map(files, range(len(files)), *shared).result()
+    unsettled = [index for index, file in enumerate(screened) if isinstance(file, UnsettledFile)]
+    if not unsettled:
+        return screened
+    # Every file's orders, the unsettled files' own included: a workbook's other sheets count, as in one process.
+    orders = day_month_orders.with_options(**options).map(files, unmapped(params.column_mapping),
+                                                          unmapped(params.s3_settings())).result()
+    day_first = ingest.settled_day_first(frozenset().union(*orders))
+    if day_first is None:
+        raise screened[unsettled[0]].ambiguity
+    settled = screen.map([files[index] for index in unsettled], unsettled, *shared, unmapped(day_first)).result()
+    for index, file in zip(unsettled, settled):
+        screened[index] = file
+    return screened
 
 
 def dask_task_runner(params: PartitionedParameters) -> DaskTaskRunner:

@@ -4,6 +4,7 @@ flow on a 2-worker Dask LocalCluster gives the features, cleaning and segments o
 import contextlib
 import json
 from datetime import date, datetime
+from pathlib import Path
 
 import polars as pl
 import psutil
@@ -17,7 +18,8 @@ from tasks.clean import SOURCE_ROW, CleaningOptions
 from tasks.errors import InputError
 from tasks.generate import generate_transactions
 from tests.conftest import invoice_lines
-from tests.ingest_samples import LINES
+from tests.ingest_samples import LINES, by_month
+from tests.xlsx_writer import write_xlsx
 
 OPTIONS = CleaningOptions(latest_plausible_date=datetime(2030, 1, 1))
 
@@ -250,6 +252,68 @@ def test_an_input_without_customers_to_segment_fails_with_the_reason(guests_only
         partitions=2, retries=0), return_state=True)
     assert state.is_failed()
     assert message in state.message and "InputError" in state.message
+
+
+def run_partitioned(input: Path, target: Path):
+    """customer-segmentation-partitioned on one Dask worker, without retries; its final state."""
+    from flows.partitioned import PartitionedParameters, customer_segmentation_partitioned
+
+    return customer_segmentation_partitioned(PartitionedParameters(
+        input=str(input), target=str(target), dask_workers=1, partitions=2, retries=0), return_state=True)
+
+
+@pytest.mark.slow
+def test_a_month_whose_dates_read_both_ways_takes_the_order_the_other_months_settle(tmp_path, prefect_server):
+    # As the UCI data split by month, in the CSV copy's US dates: December 2011 ends on the 7th.
+    lines = generate_transactions(5_000, seed=3).transactions
+    (tmp_path / "months").mkdir()
+    for month, month_lines in by_month(lines).items():
+        month_lines.with_columns(pl.col("InvoiceDate").dt.strftime("%m/%d/%Y %H:%M")).write_csv(
+            tmp_path / "months" / f"{month}.csv")
+    with pytest.raises(ingest.AmbiguousDates):
+        ingest.load_transactions(tmp_path / "months" / "2011-12.csv")
+    state = run_partitioned(tmp_path / "months", tmp_path / "out")
+    assert state.is_completed(), state.message
+    # The features customer-segmentation's ingest, cleaning and features give the same files.
+    cleaned = clean.clean_transactions(ingest.load_transactions(tmp_path / "months").transactions)
+    expected = features.build_features(cleaned.lines, cleaned.returns)
+    assert expected["Recency"].min() == 1  # the last invoice, on 7 December, is the day before the snapshot
+    run = next((tmp_path / "out" / "runs").iterdir())
+    columns = list(CustomerFeatures.to_schema().columns)
+    assert_frame_equal(pl.read_parquet(run / "segments.parquet").select(columns).sort("CustomerID"),
+                       expected.select(columns).sort("CustomerID"), check_exact=True)
+
+
+def dated_lines(date_format: str, month: int, days: list[int]) -> pl.DataFrame:
+    """LINES on these days of a month of 2011, their dates as text in `date_format`."""
+    return LINES.with_columns(pl.datetime(2011, month, pl.Series(days), 10).dt.strftime(date_format)
+                              .alias("InvoiceDate"))
+
+
+def october_and_a_workbook_settling_its_own_december_the_other_way(folder: Path) -> None:
+    # December reads both ways, November day-first only, but October month-first only.
+    dated_lines("%m/%d/%Y %H:%M", 10, [3, 14, 28]).write_csv(folder / "2011-10.csv")
+    write_xlsx(folder / "2011-11-12.xlsx", {"November": dated_lines("%d/%m/%Y %H:%M", 11, [2, 17, 30]),
+                                            "December": dated_lines("%d/%m/%Y %H:%M", 12, [1, 5, 9])})
+
+
+def months_without_a_day_after_the_12th(folder: Path) -> None:
+    dated_lines("%d/%m/%Y %H:%M", 11, [2, 7, 12]).write_csv(folder / "2011-11.csv")
+    dated_lines("%d/%m/%Y %H:%M", 12, [1, 5, 9]).write_csv(folder / "2011-12.csv")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("write_exports", [october_and_a_workbook_settling_its_own_december_the_other_way,
+                                           months_without_a_day_after_the_12th])
+def test_dates_the_whole_input_does_not_settle_are_refused_as_segments_run_refuses_them(write_exports, tmp_path,
+                                                                                         prefect_server):
+    (tmp_path / "exports").mkdir()
+    write_exports(tmp_path / "exports")
+    with pytest.raises(ingest.AmbiguousDates) as single_process:
+        ingest.load_transactions(tmp_path / "exports")
+    state = run_partitioned(tmp_path / "exports", tmp_path / "out")
+    assert state.is_failed()
+    assert f"AmbiguousDates: {single_process.value}" in state.message
 
 
 def test_the_task_runner_is_the_scheduler_given_or_a_local_cluster_of_the_workers_asked_for():
