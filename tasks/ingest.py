@@ -676,7 +676,8 @@ class ChildDecoder:
         """What the child's `function` returns for the file's path and `arguments`; an InputError if it fails."""
         with self._lock:
             child = self._running_child()
-            child.stdin.write(json.dumps([function, str(file.path), *arguments]) + "\n")
+            # Absolute: the kept child stays in the working folder it started in, where a relative path names another file.
+            child.stdin.write(json.dumps([function, str(file.path.absolute()), *arguments]) + "\n")
             child.stdin.flush()
             answer = child.stdout.readline()
             if not answer:

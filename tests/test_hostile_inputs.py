@@ -109,6 +109,20 @@ def test_the_decoding_child_is_kept_for_the_next_file_however_much_memory_its_pa
     ingest._reaped(decoder._let_go())
 
 
+def test_the_kept_child_reads_a_relative_path_where_its_parent_is_now(tmp_path, monkeypatch):
+    # The child keeps the working folder it started in; a relative path told to it would name another file.
+    decoder = ChildDecoder()
+    monkeypatch.setattr(ingest, "_decoder", decoder)
+    for folder, lines in (("first", LINES.head(2)), ("second", LINES)):
+        (tmp_path / folder).mkdir()
+        lines.write_parquet(tmp_path / folder / "lines.parquet")
+    monkeypatch.chdir(tmp_path / "first")
+    assert load_transactions("lines.parquet").transactions.equals(LINES.head(2))
+    monkeypatch.chdir(tmp_path / "second")
+    assert load_transactions("lines.parquet").transactions.equals(LINES)
+    ingest._reaped(decoder._let_go())
+
+
 def test_a_workbook_with_cells_far_apart_does_not_take_the_process_down(tmp_path):
     # The Excel reader allocates the sheet's whole range: A1 to XFD1048576 is 17 billion cells.
     path = with_edited_part(write_xlsx(tmp_path / "sparse.xlsx", {"Sheet1": LINES}), SHEET, lambda sheet: (
