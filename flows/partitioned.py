@@ -227,7 +227,7 @@ def segment_on_dask(params: PartitionedParameters) -> RunSummary:
     build_partition_features.with_options(**options).map(partitions, unmapped(snapshot_date), unmapped(work)).result()
     worker_metrics = dask_worker_metrics()
     customer_features = assemble_features.with_options(**options)(partitions, work)
-    fingerprint = partition.merged_fingerprint(params.input, [file.fingerprint for file in screened])
+    fingerprint = ingest.merged_fingerprint(params.input, [file.fingerprint for file in screened])
     segmentation = fit_segments.with_options(**options)(customer_features, clustering_options(params))
     run_files, manifest = render_report.with_options(**options)(
         run_id, params, fingerprint, cleaning, customer_features, segmentation, worker_metrics)

@@ -30,7 +30,7 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, TypeVar
 
@@ -953,16 +953,26 @@ def _quoted(value: object) -> str:
 
 
 def fingerprint(source: str, files: Sequence[LocalFile]) -> InputFingerprint:
-    """Total size and sha256 of the input: of its one file, or of the `sha256sum`-style listing of its files.
+    """Total size and sha256 of the input: of its one file, or of the `sha256sum`-style listing of its files."""
+    return merged_fingerprint(source, [InputFingerprint(file.name, *_size_and_sha256(file.path)) for file in files])
 
+
+def merged_fingerprint(source: str, files: Sequence[InputFingerprint]) -> InputFingerprint:
+    """The fingerprint of `source` from those of its files: one file's own, or the sha256 of the files' listing.
+
+    The listing names each file relative to the deepest folder holding them all, so that, like one
+    file's sha256, it depends on the files alone: 'data/', './data' and /home/me/data give the same.
     The source is kept as its shown_location: a presigned URL's signature goes no further.
     """
-    sizes_and_digests = [_size_and_sha256(file.path) for file in files]
-    total_size = sum(size for size, _ in sizes_and_digests)
     if len(files) == 1:
-        return InputFingerprint(shown_location(source), total_size, sizes_and_digests[0][1])
-    listing = "".join(f"{digest}  {file.name}\n" for file, (_, digest) in zip(files, sizes_and_digests))
-    return InputFingerprint(shown_location(source), total_size, hashlib.sha256(listing.encode()).hexdigest())
+        return replace(files[0], source=shown_location(source))
+    parts = [Path(file.source).parts for file in files]
+    shared = 0
+    while all(len(names) > shared + 1 and names[shared] == parts[0][shared] for names in parts):
+        shared += 1
+    listing = "".join(f"{file.sha256}  {'/'.join(names[shared:])}\n" for file, names in zip(files, parts))
+    return InputFingerprint(shown_location(source), sum(file.size_bytes for file in files),
+                            hashlib.sha256(listing.encode()).hexdigest())
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

@@ -15,7 +15,6 @@ as ingest reads them, so the global source row is the file's offset (the rows of
 before it) plus the row within the file.
 """
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -26,8 +25,6 @@ import polars as pl
 
 from tasks import clean, features
 from tasks.clean import RULE, SOURCE_ROW, CleanedTransactions, CleaningFunnel, CleaningOptions, RuleOutcome
-from tasks.ingest import InputFingerprint
-from tasks.sources import shown_location
 
 FILE_INDEX = "file_index"
 FILE_ROW = "file_row"
@@ -122,15 +119,6 @@ def merged_funnel(file_rows: Sequence[int], guest_rows: int, partitions: Sequenc
         clean_rows=sum(funnel.clean_rows for funnel in partitions),
         clean_customers=sum(funnel.clean_customers for funnel in partitions),
     )
-
-
-def merged_fingerprint(source: str, files: Sequence[InputFingerprint]) -> InputFingerprint:
-    """The fingerprint ingest gives `source` read whole: one file's own, or the sha256 of the files' sha256sum listing."""
-    if len(files) == 1:
-        return replace(files[0], source=shown_location(source))
-    listing = "".join(f"{file.sha256}  {file.source}\n" for file in files)
-    return InputFingerprint(shown_location(source), sum(file.size_bytes for file in files),
-                            hashlib.sha256(listing.encode()).hexdigest())
 
 
 def last_invoice(lines: Frame) -> datetime | None:

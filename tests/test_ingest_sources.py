@@ -27,7 +27,7 @@ from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
 from tests.prefect_api import flow_run_logs, flow_run_of
 from tests.ingest_samples import (
-    LINES, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
+    LINES, by_month, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )
 from tests.s3_server import (
     TEST_ACCESS_KEY_ID, TEST_REGION, TEST_SECRET_ACCESS_KEY, assert_names_every_way_to_give_credentials,
@@ -52,10 +52,24 @@ def test_a_folder_is_read_in_name_order_and_fingerprinted_as_a_whole(tmp_path):
     folder = Path(folder_of_monthly_files(tmp_path))
     loaded = load_transactions(folder)
     files = [folder / "2010-12.csv", folder / "2011-12.parquet"]  # README.md is not data
-    listing = "".join(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path}\n" for path in files)
+    listing = "".join(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n" for path in files)
     assert loaded.transactions.equals(LINES)
     assert loaded.fingerprint.size_bytes == sum(path.stat().st_size for path in files)
     assert loaded.fingerprint.sha256 == hashlib.sha256(listing.encode()).hexdigest()
+
+
+def test_an_input_of_several_files_has_one_fingerprint_however_its_location_is_spelled(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    folder_of_monthly_files(tmp_path / "data")
+    for month, lines in by_month(LINES).items():  # a glob's matches in several folders
+        (tmp_path / "by-month" / month).mkdir(parents=True)
+        lines.write_csv(tmp_path / "by-month" / month / "lines.csv")
+    monkeypatch.chdir(tmp_path)
+    for spellings in (["data", "data/", "./data", str(tmp_path / "data"), "data/../data/", "data/20*"],
+                      ["by-month/*/lines.csv", "./by-month/*/lines.csv", str(tmp_path / "by-month/*/lines.csv")]):
+        fingerprints = [load_transactions(spelling).fingerprint for spelling in spellings]
+        assert len({fingerprint.sha256 for fingerprint in fingerprints}) == 1, spellings
+        assert [fingerprint.source for fingerprint in fingerprints] == spellings  # shown as written
 
 
 def test_a_file_missing_columns_in_a_folder_is_named(tmp_path):

@@ -88,9 +88,9 @@ def test_merged_fingerprint_is_the_fingerprint_of_the_files_read_as_one_input(tm
     for month in (1, 2, 3):
         invoice_lines(("1", "A", month, f"2011-0{month}-01 10:00", 1.0, 1)).write_parquet(tmp_path / f"m{month}.parquet")
     files = sorted(str(path) for path in tmp_path.glob("*.parquet"))
-    merged = partition.merged_fingerprint(str(tmp_path), [ingest.load_transactions(name).fingerprint for name in files])
+    merged = ingest.merged_fingerprint(str(tmp_path), [ingest.load_transactions(name).fingerprint for name in files])
     assert merged == ingest.load_transactions(tmp_path).fingerprint
-    one = partition.merged_fingerprint(files[0], [ingest.load_transactions(files[0]).fingerprint])
+    one = ingest.merged_fingerprint(files[0], [ingest.load_transactions(files[0]).fingerprint])
     assert one == ingest.load_transactions(files[0]).fingerprint
 
 
