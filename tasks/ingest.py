@@ -10,10 +10,13 @@ faithfully is an InputError naming the file (and sheet), the column and the rows
 Every later stage holds the lines in memory, so an input larger than SEGMENTS_MAX_EAGER_BYTES is refused
 before it is read (see `MemoryBudget`): the run then fails with the limit it hit instead of being killed.
 Parquet files and workbooks are decoded in a child process (see `ChildDecoder`), so a file that crashes
-its reader fails with an InputError instead of taking the whole process down.
+its reader fails with an InputError instead of taking the whole process down. The tables they decode to,
+and UTF-8 copies of Windows-1252 CSVs, are written to scratch folders under TMPDIR: a disk full there is a
+ConfigurationError naming the folder, not the input.
 """
 
 import codecs
+import errno
 import gzip
 import hashlib
 import io
@@ -110,6 +113,10 @@ _EXACT_FLOAT_LIMIT = 2**53
 # ISO-8859-1 control characters, so decoding never fails and no byte is lost. (Polars' "utf8-lossy"
 # would instead replace every such byte with U+FFFD, silently turning '£' and 'é' into '�'.)
 _CP1252_THEN_LATIN1 = "".join(bytes([byte]).decode("cp1252", "ignore") or chr(byte) for byte in range(256))
+# How Python's and Polars' OSErrors word a write that found no room: the disk is full, or its file system (or
+# `ulimit -f`) takes no file that large. Polars' carry no errno (some are ComputeErrors), and the decoding child
+# answers with the text only.
+_NO_ROOM = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG))
 # What a corrupt or unreadable file raises while it is scanned and collected.
 _UNREADABLE = (pl.exceptions.PolarsError, OSError, EOFError, zlib.error)
 _UNREADABLE_ADVICE = {
@@ -247,7 +254,13 @@ def stage_transactions(
                 for label, first_row, batch in read_file_batches(file, mapping, MemoryBudget(sys.maxsize), batch_rows,
                                                                   day_first):
                     where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
-                    enforce(RawTransactions, batch, where).write_parquet(staged / f"{batches:06d}.parquet")
+                    checked = enforce(RawTransactions, batch, where)
+                    try:
+                        checked.write_parquet(staged / f"{batches:06d}.parquet")
+                    except (OSError, pl.exceptions.PolarsError) as error:  # the Parquet writer's IO errors are ComputeErrors
+                        if not _says_no_room(str(error)):
+                            raise
+                        raise _no_room(label, folder, _first_line(error)) from None
                     batches, rows = batches + 1, rows + batch.height
         except BaseException:
             shutil.rmtree(staged)  # half an input, which nothing will read
@@ -311,7 +324,7 @@ def _files_day_month_orders(files: Sequence[LocalFile], column_mapping: Mapping[
                     for batch in dates.collect_batches(chunk_size=DEFAULT_BATCH_ROWS):
                         orders |= _day_month_orders(batch["InvoiceDate"])
             except _UNREADABLE as error:
-                raise _unreadable(file, suffix, _printable(_first_line(error))) from None
+                raise _unreadable(file, suffix, _first_line(error)) from None
     return frozenset(orders)
 
 
@@ -360,12 +373,29 @@ def read_file_batches(
                         later_date_format = best_date_format(batch["InvoiceDate"], table.label, day_first)
                     first_row += batch.height
         except _UNREADABLE as error:
-            raise _unreadable(file, suffix, _printable(_first_line(error))) from None
+            raise _unreadable(file, suffix, _first_line(error)) from None
 
 
-def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError:
-    """The error for a file its reader cannot read, for `reason`, with advice for the format."""
-    return InputError(f"Input {file.name}: cannot be read as {suffix} ({reason}; {_UNREADABLE_ADVICE[suffix]}).")
+def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError | ConfigurationError:
+    """The error for a file its reader failed on, for `reason` (the reader's): an InputError with advice for the
+    format, unless what failed was writing the decoded tables to the scratch folders under TMPDIR."""
+    if _says_no_room(reason):
+        return _no_room(file.name, tempfile.gettempdir(), reason)
+    return InputError(f"Input {file.name}: cannot be read as {suffix} ({_printable(reason)}; {_UNREADABLE_ADVICE[suffix]}).")
+
+
+def _says_no_room(reason: str) -> bool:
+    """Whether an error's text is that of a write that found no room (ENOSPC or EFBIG)."""
+    return any(words in reason for words in _NO_ROOM)
+
+
+def _no_room(source: str, folder: str | Path, reason: str) -> ConfigurationError:
+    """The error for a write into `folder`, while `source` was read, that found no room, for `reason` (the system's)."""
+    return ConfigurationError(
+        f"Input {source}: no room to write its decoded lines in {folder} ({_printable(reason)}): the disk of that "
+        "folder is full, or takes no file this large; the input is not at fault. Free space on that disk, or set "
+        "TMPDIR to a folder on a disk with more room."
+    )
 
 
 def _format_suffix(file: LocalFile) -> str:
@@ -687,7 +717,7 @@ class ChildDecoder:
                 # It frees that memory as it exits, within a fraction of a second: nothing here waits for that.
                 threading.Thread(target=_reaped, args=(self._let_go(),), daemon=True).start()
         if "error" in outcome:
-            raise _unreadable(file, suffix, _printable(outcome["error"]))
+            raise _unreadable(file, suffix, outcome["error"])
         return outcome["result"]
 
     def _running_child(self) -> subprocess.Popen:

@@ -8,6 +8,9 @@ covered in test_ingest.py.
 """
 
 import gzip
+import subprocess
+import sys
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +21,12 @@ import pytest
 from tasks import ingest
 from tasks.clean import clean_transactions
 from tasks.errors import ConfigurationError, InputError
+from tasks.generate import generate_transactions
 from tasks.ingest import ChildDecoder, load_transactions, stage_transactions
-from tests.ingest_samples import LINES, as_us_text
+from tests.ingest_samples import LINES, as_us_text, write_latin1_csv
 from tests.xlsx_writer import write_xlsx
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEN_MEBIBYTES = 10 * 2**20
 SHEET = "xl/worksheets/sheet1.xml"
 
@@ -261,6 +266,63 @@ def test_windows_1252_text_holding_utf8_like_bytes_is_not_taken_for_mixed_encodi
     french = LINES.with_columns(Description=pl.Series(["CAFÉ\xa0» MUG", "THÉ\xa0» BOX", "£ ü"]))
     (tmp_path / "fr.csv").write_bytes(as_us_text(french).write_csv().encode("cp1252"))
     assert load_transactions(tmp_path / "fr.csv").transactions["Description"].equals(french["Description"])
+
+
+# --- a full scratch disk --------------------------------------------------------------------
+
+# Reads argv[1] (streamed into argv[2] if given) with every file it writes limited to 32 KiB, as `ulimit -f 32` sets,
+# and prints the error. The decoding child inherits the limit; Python ignores SIGXFSZ, so a longer write fails: EFBIG.
+READ_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from tasks.ingest import load_transactions, stage_transactions
+resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+try:
+    stage_transactions(sys.argv[1], Path(sys.argv[2])) if len(sys.argv) > 2 else load_transactions(sys.argv[1])
+except Exception as error:
+    print(f"{type(error).__name__}: {error}")
+"""
+
+
+# Each form of 5,000 generated lines and how it is written: decoded, each is over 32 KiB, in the Arrow files the
+# child writes or in what the parent writes, a UTF-8 copy or (streamed) Parquet batches.
+OVERSIZED_FORMS = {
+    "parquet": ("lines.parquet", pl.DataFrame.write_parquet),
+    "xlsx": ("lines.xlsx", lambda lines, path: write_xlsx(path, {"Sheet1": lines})),
+    "windows-1252 csv": ("lines.csv", write_latin1_csv),
+    "streamed csv": ("lines.csv", pl.DataFrame.write_csv),
+}
+
+
+@pytest.mark.parametrize("form", OVERSIZED_FORMS)
+def test_a_scratch_folder_without_room_is_named_instead_of_the_input(form, tmp_path):
+    name, write = OVERSIZED_FORMS[form]
+    path = tmp_path / name
+    write(generate_transactions(5_000).transactions.with_columns(pl.col("Description") + " £"), path)
+    folder = tmp_path / "staged" if form == "streamed csv" else tempfile.gettempdir()
+    arguments = [str(path), str(folder)] if form == "streamed csv" else [str(path)]
+    run = subprocess.run([sys.executable, "-c", READ_UNDER_A_FILE_SIZE_LIMIT, *arguments],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert run.stdout.startswith(f"ConfigurationError: Input {path}: no room to write its decoded lines in {folder} ("), \
+        run.stdout + run.stderr
+    assert "File too large" in run.stdout and "the input is not at fault" in run.stdout
+    assert "set TMPDIR to a folder on a disk with more room" in run.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
+def test_a_full_disk_under_the_decoding_child_is_named_instead_of_the_input(tmp_path, monkeypatch):
+    class ScratchOnAFullDisk(tempfile.TemporaryDirectory):
+        """A scratch folder whose first table file is /dev/full."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            Path(self.name, "0.arrow").symlink_to("/dev/full")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", ScratchOnAFullDisk)
+    LINES.write_parquet(tmp_path / "lines.parquet")
+    with pytest.raises(ConfigurationError) as raised:
+        load_transactions(tmp_path / "lines.parquet")
+    assert f"no room to write its decoded lines in {tempfile.gettempdir()} (No space left on device" in str(raised.value)
 
 
 # --- size limits -----------------------------------------------------------------------------
