@@ -157,13 +157,30 @@ class Table(NamedTuple):
 
 @dataclass
 class MemoryBudget:
-    """How much input the in-memory stages may still take; each file claims its size before it is read."""
+    """How much input the in-memory stages may still take; each file claims its size before it is read.
+
+    An input read in batches (`in_batches`, as a streamed one is) needs no room for its lines, but a
+    workbook is still read whole: each one alone must fit the limit.
+    """
 
     limit: int
     used: int = 0
+    in_batches: bool = False
 
-    def claim(self, source: str, size: int, measure: str) -> None:
-        """Count `size` bytes (`measure` says of what) against the limit; an InputError naming the limit beyond it."""
+    def claim(self, source: str, size: int, measure: str, read_whole: bool = False) -> None:
+        """Count `size` bytes (`measure` says of what) against the limit; an InputError naming the limit beyond it.
+
+        `read_whole` says the file is held in memory whole even when the input is read in batches.
+        """
+        if self.in_batches:
+            if read_whole and size > self.limit:
+                raise InputError(
+                    f"Input {source}: {measure} is {_in_units(size)}, over the {_in_units(self.limit)} limit "
+                    f"({MAX_EAGER_BYTES_VARIABLE}) that a workbook is held to even when the input is streamed, because "
+                    "a workbook is read whole. Save its sheets as CSV, which streams, or raise "
+                    f"{MAX_EAGER_BYTES_VARIABLE} on a machine with that much memory to spare."
+                )
+            return
         if self.used + size > self.limit:
             earlier = f" on top of {_in_units(self.used)} from the files before it" if self.used else ""
             raise InputError(
@@ -225,7 +242,8 @@ def load_transactions(
         return [frame for file in files for frame in read_file(file, mapping, budget, day_first)]
 
     with fetched(text, SUFFIXES, s3) as files:
-        frames = settling_day_month(read, files, mapping) if day_first is None and settle_day_month else read(day_first)
+        settling = day_first is None and settle_day_month
+        frames = settling_day_month(read, files, mapping, limit) if settling else read(day_first)
         input_fingerprint = fingerprint(text, files)
     transactions = pl.concat(frames)
     if transactions.height == 0:
@@ -243,16 +261,16 @@ def stage_transactions(
     Each table is read `batch_rows` rows at a time, converted and checked as load_transactions does
     (errors count rows from the table's start), and the result is a lazy scan of the files. A text
     date column's format is the one that fits the first batch; a later batch it does not fit gets an
-    error naming its rows.
+    error naming its rows. A workbook is read whole even so: one over SEGMENTS_MAX_EAGER_BYTES is refused.
     """
-    text, mapping = str(source), column_mapping or {}
+    text, mapping, limit = str(source), column_mapping or {}, configured_max_eager_bytes()
 
     def stage(day_first: bool | None) -> tuple[Path, int]:
         staged, batches, rows = own_folder(folder, "staged-"), 0, 0
         try:
             for file in files:
-                for label, first_row, batch in read_file_batches(file, mapping, MemoryBudget(sys.maxsize), batch_rows,
-                                                                  day_first):
+                for label, first_row, batch in read_file_batches(file, mapping, MemoryBudget(limit, in_batches=True),
+                                                                  batch_rows, day_first):
                     where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
                     checked = enforce(RawTransactions, batch, where)
                     try:
@@ -268,7 +286,7 @@ def stage_transactions(
         return staged, rows
 
     with fetched(text, SUFFIXES, s3) as files:
-        staged, rows = settling_day_month(stage, files, mapping)
+        staged, rows = settling_day_month(stage, files, mapping, limit)
         input_fingerprint = fingerprint(text, files)
     if rows == 0:
         raise InputError(_NO_ROWS.format(source=input_fingerprint.source))
@@ -282,7 +300,9 @@ def own_folder(parent: Path, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
-def settling_day_month(read: Callable[[bool | None], T], files: Sequence[LocalFile], column_mapping: Mapping[str, str]) -> T:
+def settling_day_month(
+    read: Callable[[bool | None], T], files: Sequence[LocalFile], column_mapping: Mapping[str, str], max_eager_bytes: int,
+) -> T:
     """read(None); if a table's text dates read both day-first and month-first, read(the order the input settles).
 
     The order is settled by the input's other text dates, those that read one way round only; when
@@ -291,7 +311,7 @@ def settling_day_month(read: Callable[[bool | None], T], files: Sequence[LocalFi
     try:
         return read(None)
     except AmbiguousDates:
-        day_first = settled_day_first(_files_day_month_orders(files, column_mapping))
+        day_first = settled_day_first(_files_day_month_orders(files, column_mapping, max_eager_bytes))
         if day_first is None:
             raise
         return read(day_first)
@@ -307,19 +327,26 @@ def day_month_orders(
     source: str | Path, column_mapping: Mapping[str, str] | None = None, s3: S3Settings = S3Settings(),
 ) -> frozenset[bool]:
     """The orders in which the text dates of the files `source` names read one way round only: True for
-    day-first, False for month-first. Those of an input in parts are the union of the parts' orders."""
+    day-first, False for month-first. Those of an input in parts are the union of the parts' orders.
+
+    A workbook among them must fit SEGMENTS_MAX_EAGER_BYTES: it is read whole.
+    """
     with fetched(str(source), SUFFIXES, s3) as files:
-        return _files_day_month_orders(files, column_mapping or {})
+        return _files_day_month_orders(files, column_mapping or {}, configured_max_eager_bytes())
 
 
-def _files_day_month_orders(files: Sequence[LocalFile], column_mapping: Mapping[str, str]) -> frozenset[bool]:
-    """day_month_orders of files already fetched."""
+def _files_day_month_orders(
+    files: Sequence[LocalFile], column_mapping: Mapping[str, str], max_eager_bytes: int,
+) -> frozenset[bool]:
+    """day_month_orders of files already fetched. The dates are read in batches; a workbook, read whole, must fit
+    `max_eager_bytes`."""
     orders = set()
     for file in files:
         suffix = _format_suffix(file)
         with tempfile.TemporaryDirectory(prefix="segments-ingest-") as scratch:
             try:
-                for table in _SCANNERS[suffix](file, Path(scratch), MemoryBudget(sys.maxsize), column_mapping):
+                for table in _SCANNERS[suffix](file, Path(scratch), MemoryBudget(max_eager_bytes, in_batches=True),
+                                               column_mapping):
                     dates = rename_to_canonical(table, column_mapping).select("InvoiceDate")
                     for batch in dates.collect_batches(chunk_size=DEFAULT_BATCH_ROWS):
                         orders |= _day_month_orders(batch["InvoiceDate"])
@@ -623,7 +650,8 @@ def _check_workbook_archive(file: LocalFile, budget: MemoryBudget) -> None:
     try:
         with zipfile.ZipFile(file.path) as archive:
             parts = archive.infolist()
-            budget.claim(file.name, sum(part.file_size for part in parts), "the uncompressed size of the workbook")
+            budget.claim(file.name, sum(part.file_size for part in parts), "the uncompressed size of the workbook",
+                         read_whole=True)
             corrupt_part = archive.testzip()
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:  # also unknown compression, encryption
         raise InputError(

@@ -348,6 +348,31 @@ def test_an_xlsx_declaring_a_huge_size_is_refused_before_anything_is_decompresse
     assert "SEGMENTS_MAX_EAGER_BYTES" in message
 
 
+def test_a_streamed_xlsx_declaring_a_huge_size_is_refused_too(tmp_path, monkeypatch):
+    # Streaming reads CSV and Parquet in batches, but a workbook whole, in the child and then in the parent.
+    path = write_xlsx(tmp_path / "bomb.xlsx", {"Sheet1": LINES})
+    path.write_bytes(with_declared_size(path.read_bytes(), SHEET, 3 * 2**30))
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *_, **__: pytest.fail("a part was decompressed"))
+    monkeypatch.setattr(ingest, "_decoder", DecoderThatMustNotBeAsked())
+    with pytest.raises(InputError) as raised:
+        stage_transactions(path, tmp_path / "staged")
+    message = str(raised.value)
+    assert "the uncompressed size of the workbook is 3.0 GiB, over the 2.0 GiB limit (SEGMENTS_MAX_EAGER_BYTES)" in message
+    assert "even when the input is streamed, because a workbook is read whole" in message
+    assert "Save its sheets as CSV, which streams" in message
+
+
+def test_an_xlsx_read_for_the_dates_that_settle_day_and_month_is_held_to_the_limit(tmp_path, monkeypatch):
+    # The dates of 2011-01.csv read both day-first and month-first, so every file is read for dates that settle it.
+    (LINES.with_columns(pl.col("InvoiceDate").dt.replace(day=pl.int_range(1, 4)).dt.strftime("%d/%m/%Y %H:%M"))
+     .write_csv(tmp_path / "2011-01.csv"))
+    path = write_xlsx(tmp_path / "2011-02.xlsx", {"Sheet1": LINES})
+    path.write_bytes(with_declared_size(path.read_bytes(), SHEET, 3 * 2**30))
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *_, **__: pytest.fail("a part was decompressed"))
+    monkeypatch.setattr(ingest, "_decoder", DecoderThatMustNotBeAsked())
+    assert "2011-02.xlsx: the uncompressed size of the workbook is 3.0 GiB, over the 2.0 GiB limit" in refusal(tmp_path)
+
+
 def test_an_xlsx_hiding_its_size_is_refused_by_its_checksum(tmp_path):
     path = tmp_path / "hidden.xlsx"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
