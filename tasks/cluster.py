@@ -46,7 +46,6 @@ DBSCAN exact, but on the generator's customers only 0.2% share a scaled point (0
 1e-3 standard deviations), so it would not save any time.
 """
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -391,7 +390,7 @@ def read_segments(labelled: pl.DataFrame, tier_of_segment: dict[int, int] | None
     qualifier (e.g. "higher spend, recent"), and any name still taken gets a number.
     """
     tier_of_segment = tier_of_segment or {}
-    base = labelled.select(pl.col(NAMING_FEATURES).median()).row(0, named=True)
+    base = naming_base(labelled)
     medians = labelled.group_by("segment").agg(pl.col(NAMING_FEATURES).median()).sort("segment")
     readings = {row["segment"]: describe_profile(row, base, outliers=row["segment"] == OUTLIER)
                 for row in medians.iter_rows(named=True)}
@@ -429,40 +428,43 @@ BEHAVIOUR_ACTIONS = {
 OUTLIERS_ACTION = "Review one by one: atypical customers, often the biggest accounts."
 
 
+def naming_base(labelled: pl.DataFrame) -> dict[str, float]:
+    """The typical customer segments are named against: the base's median of each naming feature, or its mean
+    where the median is 0 (most customers' returns cancelling their purchases, or most buying on the snapshot
+    day). Against 0, the slightest spend would read as many times the base, and a purchase yesterday as lapsed.
+    """
+    medians = labelled.select(pl.col(NAMING_FEATURES).median()).row(0, named=True)
+    means = labelled.select(pl.col(NAMING_FEATURES).mean()).row(0, named=True)
+    return {feature: medians[feature] or means[feature] for feature in NAMING_FEATURES}
+
+
 def describe_profile(medians: dict, base: dict, outliers: bool = False) -> ProfileReading:
-    """Name, one-line description and campaign action from a segment's medians relative to the base."""
-    value_ratio = times(medians["Amount"], base["Amount"])
-    relative = f"{value_ratio:.1f}x the base" if base["Amount"] else "the base's median is 0"
+    """Name, one-line description and campaign action from a segment's medians relative to the base (naming_base)."""
+    value_ratio = multiple_of(medians["Amount"], base["Amount"])
     description = (
-        f"Median spend {medians['Amount']:,.0f} ({relative}), "
+        f"Median spend {medians['Amount']:,.0f} ({value_ratio:.1f}x the base), "
         f"{medians['FrequencyPurchase']:.0f} orders, last purchase {medians['Recency']:.0f} days ago."
     )
     if outliers:
         return ProfileReading("Outliers", description, OUTLIERS_ACTION)
     value = next(tier for tier, floor in VALUE_TIERS if value_ratio >= floor)
-    if times(medians["AvgOrderValue"], base["AvgOrderValue"]) >= 3:
+    if multiple_of(medians["AvgOrderValue"], base["AvgOrderValue"]) >= 3:
         behaviour = "bulk buyers"
     elif medians["FrequencyPurchase"] <= 1:
         behaviour = "one-timers"
-    elif times(medians["Recency"], base["Recency"]) >= 2:
+    elif multiple_of(medians["Recency"], base["Recency"]) >= 2:
         behaviour = "lapsed"
-    elif times(medians["FrequencyPurchase"], base["FrequencyPurchase"]) >= 2:
+    elif multiple_of(medians["FrequencyPurchase"], base["FrequencyPurchase"]) >= 2:
         behaviour = "loyal"
     else:
         behaviour = "regulars"
     return ProfileReading(f"{value} {behaviour}", description, BEHAVIOUR_ACTIONS[behaviour])
 
 
-def times(value: float, base: float) -> float:
-    """`value` as a multiple of `base`, both medians of non-negative features (CustomerFeatures).
-
-    A base of 0 (most customers' returns cancelling their purchases, say) has no multiples to compare
-    with, only a side: a positive value is above any multiple of it (inf), and 0 is the base itself
-    (1.0), not 2 or 3 times it.
-    """
-    if base:
-        return value / base
-    return math.inf if value > 0 else 1.0
+def multiple_of(value: float, base: float) -> float:
+    """A segment's median as a multiple of the base's; 1 for a base of 0, which naming_base gives only when every
+    customer's value is 0 (the features are non-negative), the segment's too."""
+    return value / base if base else 1.0
 
 
 def profile_segments(segmented: pl.DataFrame, readings: dict[int, ProfileReading]) -> pl.DataFrame:

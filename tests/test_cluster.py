@@ -11,8 +11,9 @@ from schemas import SegmentAssignments
 from schemas.segment_assignments import OUTLIER
 from tasks.clean import CleaningOptions, clean_transactions
 from tasks.cluster import (
-    EPS_MULTIPLIERS, ClusteringOptions, describe_profile, fit_segments, fold_small_clusters, knee_of,
-    mean_agreement, number_segments, plan_tierings, risk_reference, risk_score, weighted_median,
+    EPS_MULTIPLIERS, NAMING_FEATURES, ClusteringOptions, describe_profile, fit_segments, fold_small_clusters, knee_of,
+    mean_agreement, naming_base, number_segments, plan_tierings, read_segments, risk_reference, risk_score,
+    weighted_median,
 )
 from tasks.errors import InputError
 from tasks.features import build_features
@@ -112,21 +113,33 @@ def test_names_follow_the_profile_relative_to_the_base(medians, expected):
     assert reading.action
 
 
-def test_against_a_base_without_spend_only_segments_that_spend_are_above_it():
-    # Most customers' returns cancel their purchases: the base's median spend and order value are 0.
-    base = {"Amount": 0, "Recency": 50, "FrequencyPurchase": 2, "AvgOrderValue": 0}
-    without_spend = describe_profile({"Amount": 0, "Recency": 40, "FrequencyPurchase": 3, "AvgOrderValue": 0}, base)
-    spending = describe_profile({"Amount": 900, "Recency": 40, "FrequencyPurchase": 3, "AvgOrderValue": 300}, base)
-    assert (without_spend.name, spending.name) == ("Mid-value regulars", "Top-value bulk buyers")
-    assert spending.description.startswith("Median spend 900 (the base's median is 0), 3 orders")
+def naming_frame(**features: list[float]) -> pl.DataFrame:
+    """Customers of segment 0 with the naming features given, the others at 1."""
+    rows = len(next(iter(features.values())))
+    return pl.DataFrame({"segment": [0] * rows, **{name: features.get(name, [1.0] * rows) for name in NAMING_FEATURES}})
 
 
-def test_against_a_base_that_bought_on_the_snapshot_day_only_later_buyers_are_lapsed():
-    # A snapshot on the day of the last invoice, which most customers bought on: the base's median Recency is 0.
-    base = {"Amount": 650, "Recency": 0, "FrequencyPurchase": 2, "AvgOrderValue": 280}
-    names = [describe_profile({"Amount": 700, "Recency": recency, "FrequencyPurchase": 3, "AvgOrderValue": 230}, base).name
-             for recency in (0, 30)]
-    assert names == ["Mid-value regulars", "Mid-value lapsed"]
+def test_the_base_is_its_mean_where_its_median_is_0_and_else_its_median():
+    # Most customers' returns cancel their purchases (spend 0), and most bought on the snapshot day (Recency 0).
+    base = naming_base(naming_frame(Amount=[0.0, 0.0, 0.0, 400.0], Recency=[0.0, 0.0, 0.0, 80.0],
+                                    FrequencyPurchase=[1.0, 2.0, 3.0, 4.0]))
+    assert base == {"Amount": 100.0, "Recency": 20.0, "FrequencyPurchase": 2.5, "AvgOrderValue": 1.0}
+
+
+def test_segments_are_named_against_the_base_mean_where_its_median_is_0():
+    # Six of ten customers' returns cancelled their purchases: the median spend is 0, the mean 0.4.
+    labelled = naming_frame(Amount=[0.0] * 6 + [1.0] * 4, Recency=[10.0] * 10, FrequencyPurchase=[2.0] * 10,
+                            AvgOrderValue=[0.0] * 6 + [0.5] * 4).with_columns(segment=pl.Series([0] * 6 + [1] * 4))
+    names = {segment: reading.name for segment, reading in read_segments(labelled).items()}
+    # 2.5 times the mean: High-value (against 0 itself it was Top-value, and bulk buyers for any order value).
+    assert names == {0: "Low-value regulars", 1: "High-value regulars"}
+
+
+def test_a_base_where_every_customer_has_0_is_level_with_its_segments():
+    labelled = naming_frame(Amount=[0.0] * 4, AvgOrderValue=[0.0] * 4, FrequencyPurchase=[2.0] * 4)
+    [reading] = read_segments(labelled).values()
+    assert reading.name == "Mid-value regulars"  # not "bulk buyers" for an order value of 3 x 0
+    assert reading.description.startswith("Median spend 0 (1.0x the base)")
 
 
 def blobs(seed: int = 0) -> pl.DataFrame:
