@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -86,6 +87,11 @@ class PublishError(SegmentsError, RuntimeError):
     def __init__(self, message: str, *, retryable: bool):
         super().__init__(message)
         self.retryable = retryable
+
+    def __reduce__(self) -> tuple:
+        # Pickled by its parts, so that it can cross from a Dask worker (the partitioned flow's file tasks reach
+        # S3) to the flow: pickle's default would call it with the message alone.
+        return partial(type(self), retryable=self.retryable), (str(self),)
 
 
 # --- targets and names -----------------------------------------------------------------

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import logging
+import pickle
 import re
 import traceback
 from collections.abc import Callable, Iterator
@@ -363,6 +364,14 @@ def test_an_unreachable_endpoint_is_a_retryable_error(monkeypatch: pytest.Monkey
 
     assert raised.value.retryable is True
     assert_error_free_of_credentials(raised.value)
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_an_error_crosses_processes_whole(retryable: bool) -> None:
+    """The partitioned flow's file tasks reach S3 on Dask workers, which send their errors to the flow pickled."""
+    crossed = pickle.loads(pickle.dumps(PublishError("Read from s3://models/run: refused.", retryable=retryable)))
+    assert (type(crossed), str(crossed), crossed.retryable) == (PublishError, "Read from s3://models/run: refused.",
+                                                                retryable)
 
 
 @pytest.mark.parametrize("reading, doing", [(False, "Publish to"), (True, "Read from")])
