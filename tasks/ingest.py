@@ -463,7 +463,7 @@ def _scan_parquet(file: LocalFile, scratch: Path, budget: MemoryBudget, column_m
     read = [header[position] for position in canonical_positions(file.name, header, column_mapping)]
     measure = f"the estimated size in memory of the {len(read)} columns read"
     budget.claim(file.name, sum(sizes[name] for name in read), measure)
-    _decoder.decode(file, ".parquet", scratch)
+    _decoder.decode(file, ".parquet", scratch, columns=read)  # the others would only cost scratch disk and time
     table = pl.scan_ipc(scratch / "0.arrow")
     return [Table(file.name, table, table.collect_schema().names())]
 
@@ -682,9 +682,9 @@ def column_sizes(source, sample_rows):
     rows = table.select(polars.len()).collect().item()
     return {column.name: rows * column.estimated_size() // max(sample.height, 1) for column in sample.get_columns()}
 
-def decode(source, suffix, folder):
+def decode(source, suffix, folder, columns):
     if suffix == ".parquet":
-        polars.scan_parquet(source).sink_ipc(f"{folder}/0.arrow", compression="lz4")
+        polars.scan_parquet(source).select(columns).sink_ipc(f"{folder}/0.arrow", compression="lz4")
         return [None]
     workbook = fastexcel.read_excel(source)
     for index, name in enumerate(workbook.sheet_names):
@@ -726,9 +726,10 @@ class ChildDecoder:
         size of its first rows."""
         return self._ask(file, ".parquet", "column_sizes", _SAMPLE_ROWS)
 
-    def decode(self, file: LocalFile, suffix: str, folder: Path) -> list[str | None]:
-        """Write the file's tables to <folder>/<index>.arrow; the names of its sheets ([None] for Parquet)."""
-        return self._ask(file, suffix, "decode", suffix, str(folder))
+    def decode(self, file: LocalFile, suffix: str, folder: Path, columns: Sequence[str] | None = None) -> list[str | None]:
+        """Write the file's tables to <folder>/<index>.arrow, of a Parquet file only its `columns`; the names of its
+        sheets ([None] for Parquet)."""
+        return self._ask(file, suffix, "decode", suffix, str(folder), None if columns is None else list(columns))
 
     def _ask(self, file: LocalFile, suffix: str, function: str, *arguments: object) -> object:
         """What the child's `function` returns for the file's path and `arguments`; an InputError if it fails."""

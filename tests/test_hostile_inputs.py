@@ -418,6 +418,25 @@ def test_a_parquet_file_is_measured_by_the_columns_read_only(tmp_path, monkeypat
     assert f"the estimated size in memory of the 8 columns read is {in_memory:,} bytes" in message
 
 
+class DecoderKeepingWhatItWrote(ChildDecoder):
+    """The decoding child, noting the columns of each Parquet file it writes to the scratch folder."""
+
+    def decode(self, file, suffix, folder, columns=None):
+        sheets = super().decode(file, suffix, folder, columns)
+        self.written = list(pl.read_ipc_schema(folder / "0.arrow"))
+        return sheets
+
+
+def test_only_the_columns_read_of_a_parquet_file_are_decoded_to_the_scratch_folder(tmp_path, monkeypatch):
+    decoder = DecoderKeepingWhatItWrote()
+    monkeypatch.setattr(ingest, "_decoder", decoder)
+    renamed = LINES.rename({"UnitPrice": "Price", "CustomerID": "Kunde"})
+    renamed.with_columns(Note=pl.lit("x" * 1_000), Channel=pl.lit("web")).write_parquet(tmp_path / "wide.parquet")
+    assert load_transactions(tmp_path / "wide.parquet", {"Kunde": "CustomerID"}).transactions.equals(LINES)
+    assert decoder.written == renamed.columns
+    ingest._reaped(decoder._let_go())
+
+
 def test_the_files_of_a_folder_share_the_limit(tmp_path):
     for month in ("2010-12", "2011-01"):
         LINES.write_csv(tmp_path / f"{month}.csv")
