@@ -437,6 +437,22 @@ def test_only_the_columns_read_of_a_parquet_file_are_decoded_to_the_scratch_fold
     ingest._reaped(decoder._let_go())
 
 
+class DecoderSizingOnly(ChildDecoder):
+    """The decoding child, except that a test fails if it is asked to decode."""
+
+    def decode(self, file, *_):
+        pytest.fail(f"the decoder was asked to decode {file.name}")
+
+
+def test_a_parquet_file_without_a_column_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    decoder = DecoderSizingOnly()
+    monkeypatch.setattr(ingest, "_decoder", decoder)
+    LINES.drop("Country").write_parquet(tmp_path / "no-country.parquet")
+    with pytest.raises(InputError, match=r"no-country.parquet: required column\(s\) Country missing"):
+        load_transactions(tmp_path / "no-country.parquet")
+    ingest._reaped(decoder._let_go())
+
+
 def test_the_files_of_a_folder_share_the_limit(tmp_path):
     for month in ("2010-12", "2011-01"):
         LINES.write_csv(tmp_path / f"{month}.csv")
