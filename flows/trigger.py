@@ -14,6 +14,8 @@ DEPLOYMENT = "customer-segmentation/one-off"
 POLL_SECONDS = 2.0
 # A worker polls its pool every 10–15 s by default: a run still waiting well past that has no worker.
 NO_WORKER_HINT_AFTER_SECONDS = 60.0
+# The states of a run no worker has taken yet; AwaitingRetry and AwaitingConcurrencySlot are scheduled too, but taken.
+WAITING_FOR_A_WORKER = ("Scheduled", "Late")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -81,8 +83,10 @@ def wait_for_final_state(flow_run_id: UUID, work_pool: str | None,
                 shown = state.name
             if state.is_final():
                 break
-            if not hinted and state.is_scheduled() and waited_seconds(flow_run) >= no_worker_hint_after_seconds:
-                print(f"  No worker has started the run yet: is one polling the work pool {work_pool!r}? "
+            waiting = state.name in WAITING_FOR_A_WORKER and waited_seconds(flow_run) >= no_worker_hint_after_seconds
+            if waiting and not hinted:
+                pool = f"the work pool {work_pool!r}" if work_pool else "the deployment's work pool"
+                print(f"  No worker has started the run yet: is one polling {pool}? "
                       "`segments serve` starts one; this command keeps waiting (Ctrl-C leaves the run queued).",
                       flush=True)
                 hinted = True

@@ -1,10 +1,11 @@
 """The Prefect deployments as users run them: prefect.yaml, `segments serve`, `segments trigger`, the Prefect CLI."""
 
 import argparse
+import io
 import json
 import re
+import sys
 import threading
-import time
 from uuid import UUID
 
 import pytest
@@ -133,29 +134,43 @@ def test_segments_trigger_refuses_bad_parameters_before_submitting(prefect_stack
     assert message in capsys.readouterr().err
 
 
-def test_watching_a_run_no_worker_starts_says_so_once_and_keeps_waiting(prefect_stack, capsys):
+class ShownLines(io.StringIO):
+    """Standard output that tells when a line holding `awaited` has been printed."""
+
+    def __init__(self, awaited: str) -> None:
+        super().__init__()
+        self.awaited, self.shown = awaited, threading.Event()
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.awaited in self.getvalue():
+            self.shown.set()
+        return written
+
+
+def test_watching_a_run_no_worker_starts_says_so_once_and_keeps_waiting(prefect_stack, monkeypatch):
     """A run outside any deployment: no worker will ever start it, as if the pool had none."""
     with prefect_stack.client() as client:
         flow_run = client.create_flow_run(flow(name="waits-for-a-worker")(lambda: None), state=Scheduled())
-    shown = []
+    output = ShownLines("No worker has started the run yet")
+    monkeypatch.setattr(sys, "stdout", output)
 
     def cancel_once_the_hint_is_shown() -> None:
-        deadline = time.monotonic() + 60
-        while "No worker" not in "".join(shown) and time.monotonic() < deadline:
-            shown.append(capsys.readouterr().out)
-            time.sleep(0.1)
+        output.shown.wait(timeout=60)  # cancelled even without it, so that the watch ends and the test fails
         with prefect_stack.client() as client:
             client.set_flow_run_state(flow_run.id, Cancelled(), force=True)
 
     canceller = threading.Thread(target=cancel_once_the_hint_is_shown)
     canceller.start()
-    with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
-        ended = wait_for_final_state(flow_run.id, "the-pool", no_worker_hint_after_seconds=0)
-    canceller.join()
-    output = "".join(shown) + capsys.readouterr().out
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+            ended = wait_for_final_state(flow_run.id, "the-pool", no_worker_hint_after_seconds=0)
+    finally:
+        canceller.join()
+    shown = output.getvalue()
     assert ended == 1
-    assert output.count("No worker has started the run yet: is one polling the work pool 'the-pool'?") == 1
-    assert output.split()[0] == "Scheduled" and output.split()[-1] == "Cancelled"
+    assert shown.count("No worker has started the run yet: is one polling the work pool 'the-pool'?") == 1
+    assert shown.split()[0] == "Scheduled" and shown.split()[-1] == "Cancelled"
 
 
 def deployment_config(entrypoint: str) -> dict:
