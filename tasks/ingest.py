@@ -954,8 +954,8 @@ class AmbiguousDates(InputError):
     def __init__(self, source: str, column: str, example: str) -> None:
         super().__init__(
             f"Input {source}: every date in column {column} reads both month-first and day-first (no day is after "
-            f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and no other date of the input "
-            "reads one way round only. Export the dates as YYYY-MM-DD, or as real dates (Parquet or Excel date cells)."
+            f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and the input's other dates do not "
+            "settle the order (none reads one way round only, or they disagree). Export the dates as YYYY-MM-DD, or as real dates (Parquet or Excel date cells)."
         )
         self.source, self.column, self.example = source, column, example
 
