@@ -16,7 +16,6 @@ ConfigurationError naming the folder, not the input.
 """
 
 import codecs
-import errno
 import gzip
 import hashlib
 import io
@@ -41,7 +40,7 @@ import polars as pl
 
 from schemas import RawTransactions
 from tasks.contracts import enforce
-from tasks.errors import ConfigurationError, InputError
+from tasks.errors import ConfigurationError, InputError, no_room, says_no_room
 from tasks.generate import GeneratedData
 from tasks.publish import S3Settings
 from tasks.sources import CHUNK_BYTES, LocalFile, fetched, shown_location
@@ -113,10 +112,6 @@ _EXACT_FLOAT_LIMIT = 2**53
 # ISO-8859-1 control characters, so decoding never fails and no byte is lost. (Polars' "utf8-lossy"
 # would instead replace every such byte with U+FFFD, silently turning '£' and 'é' into '�'.)
 _CP1252_THEN_LATIN1 = "".join(bytes([byte]).decode("cp1252", "ignore") or chr(byte) for byte in range(256))
-# How Python's and Polars' OSErrors word a write that found no room: the disk is full, or its file system (or
-# `ulimit -f`) takes no file that large. Polars' carry no errno (some are ComputeErrors), and the decoding child
-# answers with the text only.
-_NO_ROOM = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG))
 # What a corrupt or unreadable file raises while it is scanned and collected.
 _UNREADABLE = (pl.exceptions.PolarsError, OSError, EOFError, zlib.error)
 _UNREADABLE_ADVICE = {
@@ -276,7 +271,7 @@ def stage_transactions(
                     try:
                         checked.write_parquet(staged / f"{batches:06d}.parquet")
                     except (OSError, pl.exceptions.PolarsError) as error:  # the Parquet writer's IO errors are ComputeErrors
-                        if not _says_no_room(str(error)):
+                        if not says_no_room(str(error)):
                             raise
                         raise _no_room(label, folder, _first_line(error)) from None
                     batches, rows = batches + 1, rows + batch.height
@@ -406,23 +401,14 @@ def read_file_batches(
 def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError | ConfigurationError:
     """The error for a file its reader failed on, for `reason` (the reader's): an InputError with advice for the
     format, unless what failed was writing the decoded tables to the scratch folders under TMPDIR."""
-    if _says_no_room(reason):
+    if says_no_room(reason):
         return _no_room(file.name, tempfile.gettempdir(), reason)
     return InputError(f"Input {file.name}: cannot be read as {suffix} ({_printable(reason)}; {_UNREADABLE_ADVICE[suffix]}).")
 
 
-def _says_no_room(reason: str) -> bool:
-    """Whether an error's text is that of a write that found no room (ENOSPC or EFBIG)."""
-    return any(words in reason for words in _NO_ROOM)
-
-
 def _no_room(source: str, folder: str | Path, reason: str) -> ConfigurationError:
-    """The error for a write into `folder`, while `source` was read, that found no room, for `reason` (the system's)."""
-    return ConfigurationError(
-        f"Input {source}: no room to write its decoded lines in {folder} ({_printable(reason)}): the disk of that "
-        "folder is full, or takes no file this large; the input is not at fault. Free space on that disk, or set "
-        "TMPDIR to a folder on a disk with more room."
-    )
+    """The error for a write of decoded lines into `folder`, while `source` was read, that found no room."""
+    return no_room(source, "its decoded lines", folder, _printable(reason))
 
 
 def _format_suffix(file: LocalFile) -> str:

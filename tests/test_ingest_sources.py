@@ -6,6 +6,7 @@ is_transient_failure), so each error test also checks that attribute.
 
 import hashlib
 import logging
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -21,7 +22,7 @@ from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation
 from flows.serve import free_port
 from tasks import publish, sources
-from tasks.errors import InputError
+from tasks.errors import ConfigurationError, InputError
 from tasks.generate import write_generated
 from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
@@ -384,6 +385,34 @@ def test_http_503_that_persists_is_retryable(samples, http_server):
         load_transactions(url_of(http_server, path))
     assert is_retryable(error.value)
     assert http_server.failures.pop(f"/{path}") == 7  # three attempts
+
+
+def writes_fail_in_temporary_folders(monkeypatch, name: str) -> None:
+    """Every temporary folder gets a file `name` that is /dev/full, where every write fails with ENOSPC."""
+
+    class OnAFullDisk(tempfile.TemporaryDirectory):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            Path(self.name, name).symlink_to("/dev/full")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", OnAFullDisk)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
+@pytest.mark.parametrize("location", ["s3", "https"])
+def test_a_download_without_room_is_named_instead_of_the_input_or_the_server(
+    location, samples, s3_endpoint, http_server, monkeypatch,
+):
+    use_s3(monkeypatch, s3_endpoint)
+    path = samples.paths["parquet"]
+    url = f"s3://{BUCKET}/{path}" if location == "s3" else url_of(http_server, path)
+    writes_fail_in_temporary_folders(monkeypatch, Path(path).name)
+    with pytest.raises(ConfigurationError) as raised:  # not retried: only freeing the disk, or TMPDIR, helps
+        load_transactions(url)
+    message = str(raised.value)
+    assert message.startswith(f"Input {url}: no room to write its download in {tempfile.gettempdir()}/segments-input-")
+    assert "No space left on device" in message and "set TMPDIR to a folder on a disk with more room" in message
 
 
 @pytest.mark.slow
