@@ -354,13 +354,25 @@ def test_unknown_credentials_are_a_permanent_error_naming_the_bucket() -> None:
     assert_error_free_of_credentials(raised.value)
 
 
-def test_an_unreachable_endpoint_is_a_retryable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+# What a store does when its endpoint does not answer, and how its error must begin.
+UNREACHABLE_ENDPOINT_ATTEMPTS = {
+    "publishing": (lambda client: publish_run(open_store("s3://artifacts", s3_client=client), RUN_ID, FILES, MANIFEST),
+                   r"^Publish to s3://artifacts/\S+: the S3 endpoint could not be reached"),
+    "reading a model": (lambda client: open_store("s3://models/runs/fit", s3_client=client, reading=True).get(
+        "model/model.json"), r"^Read from s3://models/runs/fit/model/model\.json: the S3 endpoint could not be reached"),
+}
+
+
+@pytest.mark.parametrize("attempt", UNREACHABLE_ENDPOINT_ATTEMPTS)
+def test_an_unreachable_endpoint_is_a_retryable_error_saying_what_was_done(monkeypatch: pytest.MonkeyPatch,
+                                                                          attempt: str) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
     closed_port_client = make_s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1")
+    run, expected = UNREACHABLE_ENDPOINT_ATTEMPTS[attempt]
 
-    with pytest.raises(PublishError, match="could not be reached") as raised:
-        publish_run(open_store("s3://artifacts", s3_client=closed_port_client), RUN_ID, FILES, MANIFEST)
+    with pytest.raises(PublishError, match=expected) as raised:
+        run(closed_port_client)
 
     assert raised.value.retryable is True
     assert_error_free_of_credentials(raised.value)
@@ -434,19 +446,6 @@ def test_access_denied_to_a_bucket_read_from_asks_only_for_read_access() -> None
     )
     assert raised.value.retryable is False
     assert_error_free_of_credentials(raised.value)
-
-
-def test_an_unreachable_endpoint_read_from_is_a_retryable_error_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-    closed_port_client = make_s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1")
-    store = open_store("s3://models/runs/fit", s3_client=closed_port_client, reading=True)
-
-    expected = r"^Read from s3://models/runs/fit/model/model\.json: the S3 endpoint could not be reached"
-    with pytest.raises(PublishError, match=expected) as raised:
-        store.get("model/model.json")
-
-    assert raised.value.retryable is True
 
 
 @pytest.fixture
