@@ -17,7 +17,7 @@ import polars as pl
 from schemas import CleanTransactions
 from schemas.clean_transactions import EARLIEST_PLAUSIBLE_DATE
 from tasks.contracts import enforce
-from tasks.errors import InputError
+from tasks.errors import InputError, room_checked
 from tasks.ingest import own_folder
 
 # Postage, carriage, manual lines, discounts, fees, samples, commissions and gift vouchers:
@@ -181,7 +181,8 @@ def clean_in_batches(raw: pl.LazyFrame, folder: Path, options: CleaningOptions |
         lines, quarantine, tally = clean_batch(batch, repeated, options)
         for part, rows in (("lines", lines), ("quarantine", quarantine)):
             (folder / part).mkdir(exist_ok=True)
-            rows.write_parquet(folder / part / f"{index:06d}.parquet")
+            with room_checked("Cleaning", f"its batches of {part}", folder):
+                rows.write_parquet(folder / part / f"{index:06d}.parquet")
         tallies.append(tally)
     return CleanedTransactions(pl.scan_parquet(folder / "lines" / "*.parquet"),
                                pl.scan_parquet(folder / "quarantine" / "*.parquet"), funnel_of(tallies))

@@ -2,6 +2,8 @@
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # How the system words a write that found no room: the disk is full, or its file system (or `ulimit -f`) takes no
@@ -35,11 +37,25 @@ def says_no_room(reason: str) -> bool:
     return any(words in reason for words in _NO_ROOM)
 
 
-def no_room(source: str, written: str, folder: str | Path, reason: str) -> ConfigurationError:
-    """The error for a write of `written` into `folder` (a scratch folder under TMPDIR, say), while the input `source`
-    was read, that found no room, for `reason` (the system's words)."""
+def no_room(where: str, written: str, folder: str | Path, reason: str) -> ConfigurationError:
+    """The error for a write of `written` into `folder` (a scratch folder under TMPDIR, say) that found no room, for
+    `reason` (the system's words); `where` names what was being done ("Input x.csv", "Cleaning")."""
     return ConfigurationError(
-        f"Input {source}: no room to write {written} in {folder} ({reason}): the disk of that folder is full, or "
-        "takes no file this large; the input is not at fault. Free space on that disk, or set TMPDIR to a folder on "
-        "a disk with more room."
+        f"{where}: no room to write {written} in {folder} ({reason}): the disk of that folder is full, or takes "
+        "no file this large; the input is not at fault. Free space on that disk, or set TMPDIR to a folder on a "
+        "disk with more room."
     )
+
+
+@contextmanager
+def room_checked(where: str, written: str, folder: str | Path) -> Iterator[None]:
+    """A write in the block that finds no room raises no_room's error; any other failure passes unchanged.
+
+    Any exception is looked at, not only OSError: Polars reports its failed writes as ComputeErrors.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not says_no_room(str(error)):
+            raise
+        raise no_room(where, written, folder, str(error).strip().splitlines()[0]) from error

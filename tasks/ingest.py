@@ -40,7 +40,7 @@ import polars as pl
 
 from schemas import RawTransactions
 from tasks.contracts import enforce
-from tasks.errors import ConfigurationError, InputError, no_room, says_no_room
+from tasks.errors import ConfigurationError, InputError, no_room, room_checked, says_no_room
 from tasks.generate import GeneratedData
 from tasks.publish import S3Settings
 from tasks.sources import CHUNK_BYTES, LocalFile, fetched, shown_location
@@ -268,12 +268,8 @@ def stage_transactions(
                                                                   batch_rows, day_first):
                     where = f"Input {label}, rows {first_row + 1:,} to {first_row + batch.height:,}"
                     checked = enforce(RawTransactions, batch, where)
-                    try:
+                    with room_checked(f"Input {label}", "its decoded lines", folder):
                         checked.write_parquet(staged / f"{batches:06d}.parquet")
-                    except (OSError, pl.exceptions.PolarsError) as error:  # the Parquet writer's IO errors are ComputeErrors
-                        if not says_no_room(str(error)):
-                            raise
-                        raise _no_room(label, folder, _first_line(error)) from None
                     batches, rows = batches + 1, rows + batch.height
         except BaseException:
             shutil.rmtree(staged)  # half an input, which nothing will read
@@ -402,13 +398,8 @@ def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError | Confi
     """The error for a file its reader failed on, for `reason` (the reader's): an InputError with advice for the
     format, unless what failed was writing the decoded tables to the scratch folders under TMPDIR."""
     if says_no_room(reason):
-        return _no_room(file.name, tempfile.gettempdir(), reason)
+        return no_room(f"Input {file.name}", "its decoded lines", tempfile.gettempdir(), _printable(reason))
     return InputError(f"Input {file.name}: cannot be read as {suffix} ({_printable(reason)}; {_UNREADABLE_ADVICE[suffix]}).")
-
-
-def _no_room(source: str, folder: str | Path, reason: str) -> ConfigurationError:
-    """The error for a write of decoded lines into `folder`, while `source` was read, that found no room."""
-    return no_room(source, "its decoded lines", folder, _printable(reason))
 
 
 def _format_suffix(file: LocalFile) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from botocore import exceptions as boto_errors
 
-from tasks.errors import InputError, no_room, says_no_room
+from tasks.errors import InputError, room_checked, says_no_room
 from tasks.publish import (
     MISSING_AWS_CREDENTIALS, S3_TRANSPORT_FAILURES, S3Client, S3Settings, is_missing_s3_object, is_transient_s3_error,
     no_credentials_found, s3_client_for, s3_error_code, s3_http_status, without_query,
@@ -202,22 +202,11 @@ def _download_s3_object(client: S3Client, bucket: str, key: str, folder: Path) -
     """Stream one object to a file in `folder` named like the object."""
     url = f"s3://{bucket}/{key}"
     path = _download_path(folder, PurePosixPath(key).name)
-    with _s3_errors(url, bucket), _download_room(url, folder), path.open("wb") as file:
+    with _s3_errors(url, bucket), room_checked(f"Input {url}", "its download", folder), path.open("wb") as file:
         body = client.get_object(Bucket=bucket, Key=key)["Body"]
         for chunk in body.iter_chunks(CHUNK_BYTES):
             file.write(chunk)
     return LocalFile(url, path)
-
-
-@contextmanager
-def _download_room(url: str, folder: Path) -> Iterator[None]:
-    """A download that finds no room in `folder` is a ConfigurationError naming it, not a failure that may pass."""
-    try:
-        yield
-    except OSError as error:
-        if says_no_room(str(error)):
-            raise no_room(shown_location(url), "its download", folder, str(error)) from error
-        raise
 
 
 @contextmanager
@@ -277,7 +266,7 @@ def download_http(url: str, folder: Path) -> LocalFile:
 
 def _get(url: str, path: Path) -> None:
     """One GET of `url` into `path`; failures become InputErrors, retryable when they may pass."""
-    with _download_room(url, path.parent), path.open("wb") as file:
+    with room_checked(f"Input {shown_location(url)}", "its download", path.parent), path.open("wb") as file:
         try:
             with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SECONDS) as response:
                 shutil.copyfileobj(response, file, CHUNK_BYTES)
@@ -286,7 +275,7 @@ def _get(url: str, path: Path) -> None:
             raise _explain_http_status(shown_location(url), error.code, error.reason) from error
         except (OSError, http.client.HTTPException) as error:  # URLError and timeouts are OSErrors
             if says_no_room(str(error)):
-                raise  # for _download_room: writing failed, not the server
+                raise  # for room_checked: writing failed, not the server
             reason = getattr(error, "reason", None) or error
             raise TransientInputError(
                 f"Input {shown_location(url)}: the server could not be reached or stopped answering ({reason}); retrying may help."

@@ -1,6 +1,7 @@
 """Streaming mode: batches through Parquet files give exactly what the in-memory stages give."""
 
 import tempfile
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -10,7 +11,7 @@ import tasks.clean
 from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation
 from tasks.clean import clean_in_batches, clean_transactions
-from tasks.errors import InputError
+from tasks.errors import ConfigurationError, InputError
 from tasks.features import build_features
 from tasks.generate import generate_transactions
 from tasks.ingest import load_transactions, stage_transactions
@@ -36,6 +37,19 @@ def test_cleaning_in_batches_equals_cleaning_in_memory(generated, tmp_path):
     assert in_memory.funnel.outcomes[2].removed_rows > 0  # the generator plants exact duplicates
     features = build_features(streamed.lines, streamed.returns)
     assert features.equals(build_features(in_memory.lines, in_memory.returns))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
+def test_cleaning_in_batches_on_a_full_disk_names_the_folder_instead_of_failing_in_polars(generated, tmp_path,
+                                                                                            monkeypatch):
+    cleaned = tmp_path / "cleaned"
+    (cleaned / "lines").mkdir(parents=True)
+    (cleaned / "lines" / "000000.parquet").symlink_to("/dev/full")  # the first batch's clean lines
+    monkeypatch.setattr(tasks.clean, "own_folder", lambda parent, prefix: cleaned)
+    with pytest.raises(ConfigurationError) as raised:
+        clean_in_batches(generated.lazy(), tmp_path)
+    assert str(raised.value).startswith(f"Cleaning: no room to write its batches of lines in {cleaned} (")
+    assert "No space left on device" in str(raised.value) and "set TMPDIR" in str(raised.value)
 
 
 def test_the_real_data_staged_and_cleaned_in_batches(real_data, tmp_path):
