@@ -23,6 +23,7 @@ from tasks.clean import clean_transactions
 from tasks.errors import ConfigurationError, InputError
 from tasks.generate import generate_transactions
 from tasks.ingest import ChildDecoder, load_transactions, stage_transactions
+from tests.full_disk import needs_a_full_disk, writes_fail_in_temporary_folders
 from tests.ingest_samples import LINES, as_us_text, write_latin1_csv
 from tests.xlsx_writer import write_xlsx
 
@@ -309,16 +310,9 @@ def test_a_scratch_folder_without_room_is_named_instead_of_the_input(form, tmp_p
     assert "set TMPDIR to a folder on a disk with more room" in run.stdout
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
+@needs_a_full_disk
 def test_a_full_disk_under_the_decoding_child_is_named_instead_of_the_input(tmp_path, monkeypatch):
-    class ScratchOnAFullDisk(tempfile.TemporaryDirectory):
-        """A scratch folder whose first table file is /dev/full."""
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            Path(self.name, "0.arrow").symlink_to("/dev/full")
-
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", ScratchOnAFullDisk)
+    writes_fail_in_temporary_folders(monkeypatch, "0.arrow")  # the scratch folder's first table
     LINES.write_parquet(tmp_path / "lines.parquet")
     with pytest.raises(ConfigurationError) as raised:
         load_transactions(tmp_path / "lines.parquet")

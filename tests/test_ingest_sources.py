@@ -27,6 +27,7 @@ from tasks.generate import write_generated
 from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
 from tests.prefect_api import flow_run_logs, flow_run_of
+from tests.full_disk import needs_a_full_disk, writes_fail_in_temporary_folders
 from tests.ingest_samples import (
     LINES, by_month, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )
@@ -387,19 +388,8 @@ def test_http_503_that_persists_is_retryable(samples, http_server):
     assert http_server.failures.pop(f"/{path}") == 7  # three attempts
 
 
-def writes_fail_in_temporary_folders(monkeypatch, name: str) -> None:
-    """Every temporary folder gets a file `name` that is /dev/full, where every write fails with ENOSPC."""
-
-    class OnAFullDisk(tempfile.TemporaryDirectory):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            Path(self.name, name).symlink_to("/dev/full")
-
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", OnAFullDisk)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
+@needs_a_full_disk
 @pytest.mark.parametrize("location", ["s3", "https"])
 def test_a_download_without_room_is_named_instead_of_the_input_or_the_server(
     location, samples, s3_endpoint, http_server, monkeypatch,

@@ -1,7 +1,6 @@
 """Streaming mode: batches through Parquet files give exactly what the in-memory stages give."""
 
 import tempfile
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,6 +14,7 @@ from tasks.errors import ConfigurationError, InputError
 from tasks.features import build_features
 from tasks.generate import generate_transactions
 from tasks.ingest import load_transactions, stage_transactions
+from tests.full_disk import FULL_DISK, needs_a_full_disk
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,12 @@ def test_cleaning_in_batches_equals_cleaning_in_memory(generated, tmp_path):
     assert features.equals(build_features(in_memory.lines, in_memory.returns))
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
+@needs_a_full_disk
 def test_cleaning_in_batches_on_a_full_disk_names_the_folder_instead_of_failing_in_polars(generated, tmp_path,
                                                                                             monkeypatch):
     cleaned = tmp_path / "cleaned"
     (cleaned / "lines").mkdir(parents=True)
-    (cleaned / "lines" / "000000.parquet").symlink_to("/dev/full")  # the first batch's clean lines
+    (cleaned / "lines" / "000000.parquet").symlink_to(FULL_DISK)  # the first batch's clean lines
     monkeypatch.setattr(tasks.clean, "own_folder", lambda parent, prefix: cleaned)
     with pytest.raises(ConfigurationError) as raised:
         clean_in_batches(generated.lazy(), tmp_path)
