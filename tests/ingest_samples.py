@@ -35,6 +35,12 @@ def by_month(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
+def dated_lines(date_format: str, month: int, days: list[int]) -> pl.DataFrame:
+    """LINES on these days of a month of 2011, their dates as text in `date_format`."""
+    return LINES.with_columns(pl.datetime(2011, month, pl.Series(days), 10).dt.strftime(date_format)
+                              .alias("InvoiceDate"))
+
+
 def write_latin1_csv(frame: pl.DataFrame, path: Path) -> Path:
     """The frame as the UCI CSV copy is shared: Latin-1 bytes, US dates."""
     path.write_bytes(as_us_text(frame).write_csv().encode("latin-1"))

@@ -11,7 +11,7 @@ from schemas import RawTransactions
 from tasks.errors import InputError
 from tasks.ingest import load_transactions
 from tests.ingest_samples import (
-    LINES, LOCAL_FORMS, ONLINE_RETAIL_II_NAMES, as_us_text, write_latin1_csv, write_uci_xlsx,
+    LINES, LOCAL_FORMS, ONLINE_RETAIL_II_NAMES, as_us_text, dated_lines, write_latin1_csv, write_uci_xlsx,
     xlsx_like_online_retail_ii,
 )
 from tests.xlsx_writer import write_xlsx
@@ -85,9 +85,7 @@ def test_zoned_times_keep_their_local_clock_time(tmp_path):
 @pytest.mark.parametrize("date_format", ["%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"])
 def test_a_file_whose_dates_read_both_ways_takes_the_order_the_other_files_settle(date_format, tmp_path):
     # As the UCI data split by month: December 2011 ends on the 9th, November has later days.
-    november, december = (LINES.with_columns(pl.datetime(2011, month, pl.Series(days), 10)
-                                             .dt.strftime(date_format).alias("InvoiceDate"))
-                          for month, days in ((11, [2, 17, 30]), (12, [1, 5, 9])))
+    november, december = dated_lines(date_format, 11, [2, 17, 30]), dated_lines(date_format, 12, [1, 5, 9])
     (tmp_path / "months").mkdir()
     november.write_csv(tmp_path / "months" / "2011-11.csv")
     december.write_csv(tmp_path / "months" / "2011-12.csv")

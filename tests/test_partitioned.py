@@ -18,7 +18,7 @@ from tasks.clean import SOURCE_ROW, CleaningOptions
 from tasks.errors import InputError
 from tasks.generate import generate_transactions
 from tests.conftest import invoice_lines
-from tests.ingest_samples import LINES, by_month
+from tests.ingest_samples import LINES, by_month, dated_lines
 from tests.xlsx_writer import write_xlsx
 
 OPTIONS = CleaningOptions(latest_plausible_date=datetime(2030, 1, 1))
@@ -282,12 +282,6 @@ def test_a_month_whose_dates_read_both_ways_takes_the_order_the_other_months_set
     columns = list(CustomerFeatures.to_schema().columns)
     assert_frame_equal(pl.read_parquet(run / "segments.parquet").select(columns).sort("CustomerID"),
                        expected.select(columns).sort("CustomerID"), check_exact=True)
-
-
-def dated_lines(date_format: str, month: int, days: list[int]) -> pl.DataFrame:
-    """LINES on these days of a month of 2011, their dates as text in `date_format`."""
-    return LINES.with_columns(pl.datetime(2011, month, pl.Series(days), 10).dt.strftime(date_format)
-                              .alias("InvoiceDate"))
 
 
 def october_and_a_workbook_settling_its_own_december_the_other_way(folder: Path) -> None:
