@@ -932,7 +932,8 @@ class AmbiguousDates(InputError):
         super().__init__(
             f"Input {source}: every date in column {column} reads both month-first and day-first (no day is after "
             f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and the input's other dates do not "
-            "settle the order (none reads one way round only, or they disagree). Export the dates as YYYY-MM-DD, or as real dates (Parquet or Excel date cells)."
+            "settle the order (none reads one way round only, or they disagree). Export the dates as YYYY-MM-DD, or as "
+            "real dates (Parquet or Excel date cells)."
         )
         self.source, self.column, self.example = source, column, example
 
