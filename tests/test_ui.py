@@ -89,7 +89,6 @@ def test_an_invalid_value_is_shown_in_the_form_and_starts_no_run(page: Page, dep
 def test_a_quick_run_and_a_custom_run_from_the_ui_complete(page: Page, deployment_id: UUID, prefect_stack, screenshot):
     quick_run = start_quick_run(page, deployment_id)
     screenshot(page, "quick-run-started")
-    # One after the other: while a run clustered on both cores, the custom run's form now and then sent no request.
     expect_completed(page, quick_run, screenshot, "quick-run")
     custom_run = start_custom_run(page, deployment_id, run_id="ui-custom-run")
     expect_completed(page, custom_run, screenshot, "custom-run")
