@@ -20,6 +20,8 @@ FINAL_STATES = re.compile("Completed|Failed|Crashed|Cancelled")
 # helps); its UI shows "Something went wrong" and does not retry, so the tests submit again, as a user would.
 SERVER_BUSY = 503
 SUBMIT_ATTEMPTS = 3
+# What the UI shows after a round trip to the server: on a busy machine, more than Playwright's 5 s.
+SERVER_ROUND_TRIP_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Page, str]
 
 
 def test_the_run_form_describes_every_parameter(page: Page, deployment_id: UUID, screenshot):
-    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    open_run_form(page, deployment_id)
     for field in SegmentationParameters.model_json_schema()["properties"].values():
         header = form_field(page, field["title"]).locator(":scope > .p-label__header")
         description = header.locator(".schema-form-property__description")
@@ -72,14 +74,15 @@ def test_the_run_form_describes_every_parameter(page: Page, deployment_id: UUID,
 
 def test_an_invalid_value_is_shown_in_the_form_and_starts_no_run(page: Page, deployment_id: UUID, prefect_stack,
                                                                  screenshot):
-    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    open_run_form(page, deployment_id)
     eps = form_field(page, "Eps")
     eps.get_by_role("button", name="float", exact=True).click()
     eps.locator("input").fill("-1")
     with prefect_stack.client() as client:
         runs_before = client.count_flow_runs()
         page.get_by_role("button", name="Submit").click()
-        expect(eps.locator(".p-label__message--failed")).to_contain_text("-1 is not valid")
+        expect(eps.locator(".p-label__message--failed")).to_contain_text("-1 is not valid",
+                                                                         timeout=SERVER_ROUND_TRIP_MS)
         eps.scroll_into_view_if_needed()
         screenshot(page, "invalid-eps")
         assert client.count_flow_runs() == runs_before
@@ -118,7 +121,7 @@ def start_quick_run(page: Page, deployment_id: UUID) -> UUID:
 
 def start_custom_run(page: Page, deployment_id: UUID, run_id: str) -> UUID:
     """The deployment's run form with one parameter changed, the run id; the id of the flow run it created."""
-    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    open_run_form(page, deployment_id)
     run_id_field = form_field(page, "Run Id")
     run_id_field.get_by_role("button", name="str", exact=True).click()
     run_id_field.locator("input, textarea").fill(run_id)
@@ -135,6 +138,12 @@ def created_flow_run(page: Page, submit: Callable[[], None]) -> UUID:
     response = answer.value
     assert response.ok, f"create_flow_run answered {response.status}: {response.text()}"
     return UUID(response.json()["id"])
+
+
+def open_run_form(page: Page, deployment_id: UUID) -> None:
+    """The deployment's run form, once the deployment it is filled from has arrived."""
+    page.goto(f"/deployments/deployment/{deployment_id}/run")
+    expect(page.get_by_role("button", name="Submit")).to_be_visible(timeout=SERVER_ROUND_TRIP_MS)
 
 
 def form_field(page: Page, title: str) -> Locator:
