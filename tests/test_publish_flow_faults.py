@@ -17,9 +17,7 @@ import pytest
 from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
-)
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.logging.handlers import APILogWorker
@@ -34,7 +32,7 @@ from tasks.publish import (
     keys_from_secret_blocks, run_key, without_query,
 )
 from tests import s3_server
-from tests.prefect_api import flow_run_logs
+from tests.prefect_api import flow_run_logs, task_runs
 from tests.s3_server import moto_s3_server, new_bucket, s3_test_client
 from tests.test_publish_faults import (
     ACCESS_KEY_ID, MANIFEST, PREFIX, RUN_ID, SECRET_ACCESS_KEY, SMALL_FILES, assert_published_correctly,
@@ -126,11 +124,8 @@ def prefect_artifacts(state: State) -> list[dict]:
 
 
 def task_run_counts(state: State) -> dict[str, int]:
-    """How often each task of the flow run ran, by task name."""
-    flow_run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-    with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(flow_run_filter=flow_run_filter)
-    return {run.name.rsplit("-", 1)[0]: run.run_count for run in task_runs}
+    """How often each task of the flow run ran, by task name, once every one has ended."""
+    return {name: run.run_count for name, run in task_runs(state.state_details.flow_run_id).items()}
 
 
 # --- the S3 server restarts in the middle of a full flow run ---------------------------

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +19,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows import segmentation
 from flows.parameters import SegmentationParameters
 from flows.segmentation import customer_segmentation, ingest_cache_key, local_file_states, stage_options
 from tasks.generate import write_generated
-from tests.prefect_api import flow_run_of
+from tests.prefect_api import all_ended, flow_run_of, task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +40,6 @@ RESAMPLES = 50
 # Compared as numbers, not bytes: build_features sums in an order that varies from call to call, so any two
 # runs differ in the last bits of the money features, which can reorder customers tied on them in these ranks.
 RANK_BASED = ("risk_score", "risk", "risk_low", "risk_medium", "risk_high")
-# Task run states reach the API as events, shortly after the run has moved on; this only bounds a hang.
-API_WAIT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -78,22 +75,14 @@ class Workspace:
         return self.target / "runs" / run_id / name
 
 
-def task_states(flow_run: UUID, until: Callable[[dict[str, State]], bool]) -> dict[str, str]:
-    """The state name of each stage of the flow run, read again until `until` holds of the states."""
-    deadline = time.monotonic() + API_WAIT_SECONDS
-    with get_client(sync_client=True) as client:
-        while True:
-            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run])))
-            states = {task_run.name.rsplit("-", 1)[0]: task_run.state for task_run in task_runs}
-            if until(states) or time.monotonic() > deadline:
-                return {stage: state.name for stage, state in states.items()}
-            time.sleep(0.1)
+def task_states(flow_run: UUID, until: Callable[[dict[str, TaskRun]], bool]) -> dict[str, str]:
+    """The state name of each stage of the flow run, read again until `until` holds of its task runs."""
+    return {stage: run.state.name for stage, run in task_runs(flow_run, until).items()}
 
 
 def final_task_states(run_id: str) -> dict[str, str]:
     """The state name of each stage of a finished run, once the API has recorded every one's end."""
-    return task_states(flow_run_of(FLOW, run_id), until=lambda states: set(states) == set(STAGES)
-                       and all(state.is_final() for state in states.values()))
+    return task_states(flow_run_of(FLOW, run_id), until=lambda runs: set(runs) == set(STAGES) and all_ended(runs))
 
 
 def reusing(*cached: str) -> dict[str, str]:
@@ -120,13 +109,13 @@ def killed_run(workspace: Workspace) -> dict[str, str]:
     try:
         read_until(process, "stage=features")
         flow_run = flow_run_of(FLOW, "killed")
-        task_states(flow_run, until=lambda states: "cluster" in states and states["cluster"].is_running())
+        task_states(flow_run, until=lambda runs: "cluster" in runs and runs["cluster"].state.is_running())
     finally:
         process.kill()  # SIGKILL: the run gets no chance to finish its stage or record its end
         process.wait()
         process.stdout.close()
-    return task_states(flow_run, until=lambda states: all(
-        stage in states and states[stage].is_completed() for stage in UPSTREAM))
+    return task_states(flow_run, until=lambda runs: all(
+        stage in runs and runs[stage].state.is_completed() for stage in UPSTREAM))
 
 
 def read_until(process: subprocess.Popen, marker: str) -> None:
