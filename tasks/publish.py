@@ -81,8 +81,11 @@ MISSING_AWS_CREDENTIALS = (
 S3_TRANSPORT_FAILURES = (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError)
 
 
-class PublishError(SegmentsError, RuntimeError):
-    """A store could not be published to or read from; `retryable` tells whether the same call may succeed later."""
+class StoreError(SegmentsError, RuntimeError):
+    """A store (a local folder or an S3 prefix) could not be written or read.
+
+    `retryable` tells whether the same call may succeed later.
+    """
 
     def __init__(self, message: str, *, retryable: bool):
         super().__init__(message)
@@ -275,7 +278,7 @@ class LocalStore:
         try:
             _write_atomically(path, data)
         except OSError as error:
-            raise PublishError(f"{self.purpose.doing} {path}: cannot write the file ({error}).",
+            raise StoreError(f"{self.purpose.doing} {path}: cannot write the file ({error}).",
                                retryable=False) from error
 
     def get(self, key: str) -> bytes | None:
@@ -286,7 +289,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as error:
-            raise PublishError(f"{self.purpose.doing} {path}: cannot read the file ({error}).",
+            raise StoreError(f"{self.purpose.doing} {path}: cannot read the file ({error}).",
                                retryable=False) from error
 
     def sha256_of(self, key: str) -> str | None:
@@ -304,7 +307,7 @@ class LocalStore:
         try:
             path.unlink(missing_ok=True)
         except OSError as error:
-            raise PublishError(f"{self.purpose.doing} {path}: cannot remove the file ({error}).",
+            raise StoreError(f"{self.purpose.doing} {path}: cannot remove the file ({error}).",
                                retryable=False) from error
 
     def url(self, key: str) -> str:
@@ -451,18 +454,18 @@ class S3Store:
 
     @contextmanager
     def _errors_explained(self, key: str) -> Iterator[None]:
-        """Turn botocore failures into a PublishError that names the bucket and key but no credentials."""
+        """Turn botocore failures into a StoreError that names the bucket and key but no credentials."""
         try:
             yield
         except boto_errors.ClientError as error:
             raise _explain_client_error(error, self.bucket, self.url(key), self.purpose) from error
         except MISSING_AWS_CREDENTIALS as error:
-            raise PublishError(
+            raise StoreError(
                 f"{no_credentials_found(f'{self.purpose.doing} {self.url(key)}', error)}; retrying will not help.",
                 retryable=False,
             ) from error
         except S3_TRANSPORT_FAILURES as error:
-            raise PublishError(
+            raise StoreError(
                 f"{self.purpose.doing} {self.url(key)}: the S3 endpoint could not be reached or did not answer "
                 f"({type(error).__name__}: {error}). This is usually temporary; retrying may help.",
                 retryable=True,
@@ -512,8 +515,8 @@ def no_credentials_found(location: str, error: Exception) -> str:
 
 def _explain_client_error(
     error: boto_errors.ClientError, bucket: str, url: str, purpose: StorePurpose,
-) -> PublishError:
-    """A one-paragraph PublishError for an S3 error response, marked retryable only for transient failures."""
+) -> StoreError:
+    """A one-paragraph StoreError for an S3 error response, marked retryable only for transient failures."""
     code, status = s3_error_code(error), s3_http_status(error)
     if code == "NoSuchBucket":
         problem = f"bucket {bucket!r} does not exist. {purpose.missing_bucket_advice}"
@@ -527,7 +530,7 @@ def _explain_client_error(
     retryable = is_transient_s3_error(error)
     advice = "retrying may help" if retryable else "retrying will not help"
     message = f"{purpose.doing} {url}: {problem} ({code or 'error'}, HTTP {status}); {advice}."
-    return PublishError(message, retryable=retryable)
+    return StoreError(message, retryable=retryable)
 
 
 def make_s3_client(
@@ -566,10 +569,10 @@ def _secret_block_text(name: str) -> str:
     try:
         value = Secret.load(name).get()
     except ValueError as error:  # what Prefect raises for an unknown block name
-        raise PublishError(f"Prefect Secret block {name!r} was not found; create it or fix its name.",
+        raise StoreError(f"Prefect Secret block {name!r} was not found; create it or fix its name.",
                            retryable=False) from error
     if not isinstance(value, str) or not value:
-        raise PublishError(f"Prefect Secret block {name!r} must hold a non-empty string.", retryable=False)
+        raise StoreError(f"Prefect Secret block {name!r} must hold a non-empty string.", retryable=False)
     return value
 
 
@@ -677,10 +680,10 @@ def _put_verified(store: ArtifactStore, key: str, data: bytes) -> bool:
     store.put(key, data, content_type_for(key))
     stored = store.sha256_of(key)
     if stored is None:
-        raise PublishError(f"Publish to {store.url(key)}: the object is missing after its upload. Retrying may help.",
+        raise StoreError(f"Publish to {store.url(key)}: the object is missing after its upload. Retrying may help.",
                            retryable=True)
     if stored != expected:
-        raise PublishError(
+        raise StoreError(
             f"Publish to {store.url(key)}: the stored object's sha256 is {stored} but the uploaded bytes have "
             f"{expected}; it was corrupted in transit or overwritten concurrently. Retrying may help.",
             retryable=True,

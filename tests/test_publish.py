@@ -19,8 +19,8 @@ from tasks.publish import (
     LATEST_KEY,
     ArtifactStore,
     LocalTarget,
-    PublishError,
     S3Target,
+    StoreError,
     content_type_for,
     make_s3_client,
     open_store,
@@ -263,7 +263,7 @@ def test_latest_stays_on_a_newer_run_when_an_older_one_is_republished(target: Pu
 
 
 def test_an_upload_whose_stored_bytes_differ_is_rejected_before_the_manifest(target: PublishTarget) -> None:
-    with pytest.raises(PublishError, match="sha256") as raised:
+    with pytest.raises(StoreError, match="sha256") as raised:
         publish_run(CorruptingStore(target.store), RUN_ID, FILES, MANIFEST)
 
     assert raised.value.retryable is True
@@ -285,7 +285,7 @@ def test_a_local_target_that_cannot_be_written_is_a_permanent_error(tmp_path: Pa
     occupied = tmp_path / "not-a-directory"
     occupied.write_text("a file where the target directory should be")
 
-    with pytest.raises(PublishError, match="not-a-directory") as raised:
+    with pytest.raises(StoreError, match="not-a-directory") as raised:
         publish_run(open_store(occupied), RUN_ID, FILES, MANIFEST)
 
     assert raised.value.retryable is False
@@ -330,7 +330,7 @@ def test_a_missing_bucket_is_a_permanent_error_naming_the_bucket(
         caplog.set_level(logging.DEBUG, logger=logger)
     client = s3_test_client(s3_endpoint, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
 
-    with pytest.raises(PublishError, match="'no-such-bucket' does not exist") as raised:
+    with pytest.raises(StoreError, match="'no-such-bucket' does not exist") as raised:
         publish_run(open_store("s3://no-such-bucket/x", s3_client=client), RUN_ID, FILES, MANIFEST)
 
     assert raised.value.retryable is False
@@ -347,7 +347,7 @@ def test_unknown_credentials_are_a_permanent_error_naming_the_bucket() -> None:
     with moto_s3_server(enforce_auth=True) as endpoint_url:
         client = s3_test_client(endpoint_url, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
 
-        with pytest.raises(PublishError, match="access to bucket 'artifacts' was denied") as raised:
+        with pytest.raises(StoreError, match="access to bucket 'artifacts' was denied") as raised:
             publish_run(open_store("s3://artifacts", s3_client=client), RUN_ID, FILES, MANIFEST)
 
     assert raised.value.retryable is False
@@ -371,7 +371,7 @@ def test_an_unreachable_endpoint_is_a_retryable_error_saying_what_was_done(monke
     closed_port_client = make_s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1")
     run, expected = UNREACHABLE_ENDPOINT_ATTEMPTS[attempt]
 
-    with pytest.raises(PublishError, match=expected) as raised:
+    with pytest.raises(StoreError, match=expected) as raised:
         run(closed_port_client)
 
     assert raised.value.retryable is True
@@ -381,8 +381,8 @@ def test_an_unreachable_endpoint_is_a_retryable_error_saying_what_was_done(monke
 @pytest.mark.parametrize("retryable", [True, False])
 def test_an_error_crosses_processes_whole(retryable: bool) -> None:
     """The partitioned flow's file tasks reach S3 on Dask workers, which send their errors to the flow pickled."""
-    crossed = pickle.loads(pickle.dumps(PublishError("Read from s3://models/run: refused.", retryable=retryable)))
-    assert (type(crossed), str(crossed), crossed.retryable) == (PublishError, "Read from s3://models/run: refused.",
+    crossed = pickle.loads(pickle.dumps(StoreError("Read from s3://models/run: refused.", retryable=retryable)))
+    assert (type(crossed), str(crossed), crossed.retryable) == (StoreError, "Read from s3://models/run: refused.",
                                                                 retryable)
 
 
@@ -395,7 +395,7 @@ def test_missing_credentials_are_a_permanent_error_naming_every_way_to_give_them
     store = open_store("s3://models/runs/fit", s3_client=client, reading=reading)
 
     expected = rf"^{doing} s3://models/runs/fit/model/model\.json: no usable AWS credentials were found "
-    with pytest.raises(PublishError, match=expected) as raised:
+    with pytest.raises(StoreError, match=expected) as raised:
         store.get("model/model.json")
 
     assert raised.value.retryable is False
@@ -411,7 +411,7 @@ def test_a_local_file_that_cannot_be_read_is_reported_as_what_the_store_was_open
 
     for reading, doing in [(True, "Read from"), (False, "Publish to")]:
         expected = rf"^{doing} {re.escape(str(model_file))}: cannot read the file"
-        with pytest.raises(PublishError, match=expected) as raised:
+        with pytest.raises(StoreError, match=expected) as raised:
             open_store(tmp_path, reading=reading).get("model/model.json")
         assert raised.value.retryable is False
 
@@ -420,7 +420,7 @@ def test_a_local_file_that_cannot_be_read_is_reported_as_what_the_store_was_open
 def test_a_missing_bucket_read_from_is_reported_as_a_read_with_advice_for_reading(s3_endpoint: str) -> None:
     store = open_store("s3://no-such-bucket/runs/fit", s3_client=s3_test_client(s3_endpoint), reading=True)
 
-    with pytest.raises(PublishError) as raised:
+    with pytest.raises(StoreError) as raised:
         store.get("model/model.json")
 
     assert str(raised.value) == (
@@ -436,7 +436,7 @@ def test_access_denied_to_a_bucket_read_from_asks_only_for_read_access() -> None
         client = s3_test_client(endpoint_url, access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
         store = open_store("s3://models/runs/fit", s3_client=client, reading=True)
 
-        with pytest.raises(PublishError) as raised:
+        with pytest.raises(StoreError) as raised:
             store.get("model/model.json")
 
     assert str(raised.value) == (

@@ -28,7 +28,7 @@ from flows.segmentation import publish_run as publish_task
 from flows.serve import free_port
 from tasks import publish
 from tasks.publish import (
-    DEFAULT_LINK_EXPIRY_SECONDS, MANIFEST_NAME, S3_MAX_ATTEMPTS, PublishedRun, PublishError, S3Client, S3Settings,
+    DEFAULT_LINK_EXPIRY_SECONDS, MANIFEST_NAME, S3_MAX_ATTEMPTS, PublishedRun, S3Client, S3Settings, StoreError,
     keys_from_secret_blocks, run_key, without_query,
 )
 from tests import s3_server
@@ -288,7 +288,7 @@ def secret_blocks() -> Iterator[dict[str, str]]:
 def test_a_missing_secret_block_is_a_permanent_error_naming_it() -> None:
     settings = S3Settings(access_key_id_block="no-such-block", secret_access_key_block="no-such-block-either")
 
-    with pytest.raises(PublishError, match="'no-such-block' was not found") as raised:
+    with pytest.raises(StoreError, match="'no-such-block' was not found") as raised:
         keys_from_secret_blocks(settings)
 
     assert raised.value.retryable is False
