@@ -279,7 +279,7 @@ class LocalStore:
             _write_atomically(path, data)
         except OSError as error:
             raise StoreError(f"{self.purpose.doing} {path}: cannot write the file ({error}).",
-                               retryable=False) from error
+                             retryable=False) from error
 
     def get(self, key: str) -> bytes | None:
         """The file's bytes, or None if there is no such file."""
@@ -290,7 +290,7 @@ class LocalStore:
             return None
         except OSError as error:
             raise StoreError(f"{self.purpose.doing} {path}: cannot read the file ({error}).",
-                               retryable=False) from error
+                             retryable=False) from error
 
     def sha256_of(self, key: str) -> str | None:
         """Hex SHA-256 of the file, or None if there is no such file."""
@@ -308,7 +308,7 @@ class LocalStore:
             path.unlink(missing_ok=True)
         except OSError as error:
             raise StoreError(f"{self.purpose.doing} {path}: cannot remove the file ({error}).",
-                               retryable=False) from error
+                             retryable=False) from error
 
     def url(self, key: str) -> str:
         """A file:// URI for the key."""
@@ -570,7 +570,7 @@ def _secret_block_text(name: str) -> str:
         value = Secret.load(name).get()
     except ValueError as error:  # what Prefect raises for an unknown block name
         raise StoreError(f"Prefect Secret block {name!r} was not found; create it or fix its name.",
-                           retryable=False) from error
+                         retryable=False) from error
     if not isinstance(value, str) or not value:
         raise StoreError(f"Prefect Secret block {name!r} must hold a non-empty string.", retryable=False)
     return value
@@ -681,7 +681,7 @@ def _put_verified(store: ArtifactStore, key: str, data: bytes) -> bool:
     stored = store.sha256_of(key)
     if stored is None:
         raise StoreError(f"Publish to {store.url(key)}: the object is missing after its upload. Retrying may help.",
-                           retryable=True)
+                         retryable=True)
     if stored != expected:
         raise StoreError(
             f"Publish to {store.url(key)}: the stored object's sha256 is {stored} but the uploaded bytes have "

@@ -383,7 +383,7 @@ def test_an_error_crosses_processes_whole(retryable: bool) -> None:
     """The partitioned flow's file tasks reach S3 on Dask workers, which send their errors to the flow pickled."""
     crossed = pickle.loads(pickle.dumps(StoreError("Read from s3://models/run: refused.", retryable=retryable)))
     assert (type(crossed), str(crossed), crossed.retryable) == (StoreError, "Read from s3://models/run: refused.",
-                                                                retryable)
+                                                              retryable)
 
 
 @pytest.mark.parametrize("reading, doing", [(False, "Publish to"), (True, "Read from")])
