@@ -16,8 +16,8 @@ pytest_plugins = ["tests.prefect_stack"]
 
 RUN_TIMEOUT_MS = 300_000
 FINAL_STATES = re.compile("Completed|Failed|Crashed|Cancelled")
-# Prefect's SQLite server answers 503 when a write meets another one (SQLITE_BUSY_SNAPSHOT, no busy timeout
-# helps); its UI shows "Something went wrong" and does not retry, so the tests submit again, as a user would.
+# Prefect's SQLite server answers 503 when two writes collide (SQLite refuses the second at once, whatever its
+# busy timeout); its UI shows an error and does not retry, so the tests submit again, as a user would.
 SERVER_BUSY = 503
 SUBMIT_ATTEMPTS = 3
 # What the UI shows after a round trip to the server: on a busy machine, more than Playwright's 5 s.
