@@ -292,7 +292,8 @@ def own_folder(parent: Path, prefix: str) -> Path:
 
 
 def settling_day_month(
-    read: Callable[[bool | None], T], files: Sequence[LocalFile], column_mapping: Mapping[str, str], max_eager_bytes: int,
+    read: Callable[[bool | None], T], files: Sequence[LocalFile], column_mapping: Mapping[str, str],
+    max_eager_bytes: int,
 ) -> T:
     """read(None); if a table's text dates read both day-first and month-first, read(the order the input settles).
 
@@ -399,7 +400,9 @@ def _unreadable(file: LocalFile, suffix: str, reason: str) -> InputError | Confi
     format, unless what failed was writing the decoded tables to the scratch folders under TMPDIR."""
     if says_no_room(reason):
         return no_room(f"Input {file.name}", "its decoded lines", tempfile.gettempdir(), _printable(reason))
-    return InputError(f"Input {file.name}: cannot be read as {suffix} ({_printable(reason)}; {_UNREADABLE_ADVICE[suffix]}).")
+    return InputError(
+        f"Input {file.name}: cannot be read as {suffix} ({_printable(reason)}; {_UNREADABLE_ADVICE[suffix]})."
+    )
 
 
 def _format_suffix(file: LocalFile) -> str:
@@ -432,7 +435,9 @@ def _in_units(size: int) -> str:
 # --- Parquet -----------------------------------------------------------------------------
 
 
-def _scan_parquet(file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str]) -> list[Table]:
+def _scan_parquet(
+    file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str],
+) -> list[Table]:
     """The Parquet file as one lazy table, decoded by a child process once the estimated size of the columns read
     (the canonical ones, found with `column_mapping`) fits the budget: the in-memory stages never hold the others."""
     sizes = _decoder.column_sizes(file)
@@ -463,7 +468,9 @@ class TextFacts:
         return self.non_utf8_line is None
 
 
-def _scan_csv(file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str]) -> list[Table]:
+def _scan_csv(
+    file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str],
+) -> list[Table]:
     """The CSV as one lazy table, every column as text (types are decided later), decoded to UTF-8 if needed."""
     facts = _inspect_text(file.path)
     if facts.first_line.startswith(_UTF16_BOMS):
@@ -590,7 +597,9 @@ def _decode_cp1252(path: Path, target: Path) -> Path:
 # --- Excel -------------------------------------------------------------------------------
 
 
-def _scan_workbook(file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str]) -> list[Table]:
+def _scan_workbook(
+    file: LocalFile, scratch: Path, budget: MemoryBudget, column_mapping: Mapping[str, str],
+) -> list[Table]:
     """Every sheet with cells, in workbook order, labelled with its name for error messages.
 
     Column types are inferred from every row, not a sample, so a column that mixes numbers and text,
@@ -703,7 +712,9 @@ class ChildDecoder:
         size of its first rows."""
         return self._ask(file, ".parquet", "column_sizes", _SAMPLE_ROWS)
 
-    def decode(self, file: LocalFile, suffix: str, folder: Path, columns: Sequence[str] | None = None) -> list[str | None]:
+    def decode(
+        self, file: LocalFile, suffix: str, folder: Path, columns: Sequence[str] | None = None,
+    ) -> list[str | None]:
         """Write the file's tables to <folder>/<index>.arrow, of a Parquet file only its `columns`; the names of its
         sheets ([None] for Parquet)."""
         return self._ask(file, suffix, "decode", suffix, str(folder), None if columns is None else list(columns))
@@ -712,7 +723,8 @@ class ChildDecoder:
         """What the child's `function` returns for the file's path and `arguments`; an InputError if it fails."""
         with self._lock:
             child = self._running_child()
-            # Absolute: the kept child stays in the working folder it started in, where a relative path names another file.
+            # Absolute: the kept child stays in the working folder it started in, where a relative path names
+            # another file.
             child.stdin.write(json.dumps([function, str(file.path.absolute()), *arguments]) + "\n")
             child.stdin.flush()
             answer = child.stdout.readline()
@@ -931,9 +943,9 @@ class AmbiguousDates(InputError):
     def __init__(self, source: str, column: str, example: str) -> None:
         super().__init__(
             f"Input {source}: every date in column {column} reads both month-first and day-first (no day is after "
-            f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and the input's other dates do not "
-            "settle the order (none reads one way round only, or they disagree). Export the dates as YYYY-MM-DD, or as "
-            "real dates (Parquet or Excel date cells)."
+            f"the 12th), so day and month could be swapped, e.g. {_quoted(example)}, and the input's other dates "
+            "do not settle the order (none reads one way round only, or they disagree). Export the dates as "
+            "YYYY-MM-DD, or as real dates (Parquet or Excel date cells)."
         )
         self.source, self.column, self.example = source, column, example
 
