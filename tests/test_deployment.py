@@ -12,9 +12,9 @@ import pytest
 import yaml
 from prefect import flow
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.states import Cancelled, Scheduled
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelled, Scheduled
 
 from flows.cli import main
 from flows.parameters import AssignmentParameters, SegmentationParameters

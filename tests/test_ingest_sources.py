@@ -26,8 +26,8 @@ from tasks.errors import ConfigurationError, InputError
 from tasks.generate import write_generated
 from tasks.ingest import SUFFIXES, load_transactions, stage_transactions
 from tasks.sources import TransientInputError, shown_location
-from tests.prefect_api import flow_run_logs, flow_run_of
 from tests.full_disk import needs_a_full_disk, writes_fail_in_temporary_folders
+from tests.prefect_api import flow_run_logs, flow_run_of
 from tests.ingest_samples import (
     LINES, by_month, folder_of_monthly_files, gzip_csv, latin1_csv_with_us_dates, parquet, xlsx_like_online_retail_ii,
 )

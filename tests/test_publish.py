@@ -379,7 +379,7 @@ def test_an_unreachable_endpoint_is_a_retryable_error_saying_what_was_done(monke
 
 
 @pytest.mark.parametrize("retryable", [True, False])
-def test_an_error_crosses_processes_whole(retryable: bool) -> None:
+def test_a_store_error_crosses_processes_whole(retryable: bool) -> None:
     """The partitioned flow's file tasks reach S3 on Dask workers, which send their errors to the flow pickled."""
     crossed = pickle.loads(pickle.dumps(StoreError("Read from s3://models/run: refused.", retryable=retryable)))
     assert (type(crossed), str(crossed), crossed.retryable) == (StoreError, "Read from s3://models/run: refused.",
