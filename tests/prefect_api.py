@@ -47,3 +47,8 @@ def task_runs(flow_run: UUID, until: Callable[[dict[str, TaskRun]], bool] = all_
             if until(by_task) or time.monotonic() > deadline:
                 return by_task
             time.sleep(0.1)
+
+
+def task_run_counts(flow_run: UUID) -> dict[str, int]:
+    """How often each task of the flow run ran, by task name, once every one has ended."""
+    return {name: run.run_count for name, run in task_runs(flow_run).items()}

@@ -32,7 +32,7 @@ from tasks.publish import (
     keys_from_secret_blocks, run_key, without_query,
 )
 from tests import s3_server
-from tests.prefect_api import flow_run_logs, task_runs
+from tests.prefect_api import flow_run_logs, task_run_counts
 from tests.s3_server import moto_s3_server, new_bucket, s3_test_client
 from tests.test_publish_faults import (
     ACCESS_KEY_ID, MANIFEST, PREFIX, RUN_ID, SECRET_ACCESS_KEY, SMALL_FILES, assert_published_correctly,
@@ -123,11 +123,6 @@ def prefect_artifacts(state: State) -> list[dict]:
     return [{"key": artifact.key, "data": artifact.data, "description": artifact.description} for artifact in artifacts]
 
 
-def task_run_counts(state: State) -> dict[str, int]:
-    """How often each task of the flow run ran, by task name, once every one has ended."""
-    return {name: run.run_count for name, run in task_runs(state.state_details.flow_run_id).items()}
-
-
 # --- the S3 server restarts in the middle of a full flow run ---------------------------
 
 
@@ -213,7 +208,7 @@ def outage_run(prefect_server: None) -> Iterator[OutageRun]:
             state = customer_segmentation(params, return_state=True)
         yield OutageRun(
             state, client, bucket, outage, logs.text, prefect_logs(state), prefect_artifacts(state),
-            task_run_counts(state),
+            task_run_counts(state.state_details.flow_run_id),
         )
     finally:
         server.stop()
@@ -297,7 +292,7 @@ def test_a_missing_secret_block_is_a_permanent_error_naming_it() -> None:
 def assert_failed_at_once(state: State, sent: SentRequests) -> None:
     assert state.is_failed()
     assert "retrying will not help" in state.message
-    assert task_run_counts(state) == {"publish": 1}
+    assert task_run_counts(state.state_details.flow_run_id) == {"publish": 1}
     [(_, most_attempts)] = Counter(sent.operations).most_common(1)
     assert most_attempts == 1, sent.operations
 
