@@ -3,13 +3,15 @@
 import hashlib
 import pickle
 import zipfile
+from concurrent.futures import CancelledError
 
 import polars as pl
 import pytest
 
 from schemas import RawTransactions
 from tasks.errors import InputError
-from tasks.ingest import load_transactions
+from tasks.ingest import fetched_and_hashed, load_transactions
+from tasks.publish import S3Settings
 from tests.ingest_samples import (
     LINES, LOCAL_FORMS, ONLINE_RETAIL_II_NAMES, as_us_text, dated_lines, write_latin1_csv, write_uci_xlsx,
     xlsx_like_online_retail_ii,
@@ -58,6 +60,17 @@ def test_fingerprint_is_size_and_sha256(tmp_path):
     fingerprint = load_transactions(path).fingerprint
     assert fingerprint.size_bytes == path.stat().st_size
     assert fingerprint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_error_while_reading_stops_the_hash_of_the_input(tmp_path):
+    # Hashing 256 MiB takes a good part of a second; it is told to stop long before.
+    path = tmp_path / "large.csv"
+    with path.open("wb") as stream:
+        stream.truncate(256 * 1024 * 1024)
+    with pytest.raises(InputError, match="refused while reading"):
+        with fetched_and_hashed(str(path), S3Settings()) as (_files, hashed):
+            raise InputError("refused while reading")
+    assert isinstance(hashed.exception(), CancelledError)
 
 
 def test_blank_numbers_and_dates_are_missing_values(tmp_path):
