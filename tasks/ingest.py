@@ -1021,7 +1021,7 @@ def _quoted(value: object) -> str:
     return f"'{_printable(value)}'" if isinstance(value, str) else repr(value)
 
 
-def fingerprint(source: str, files: Sequence[LocalFile], abandoned: threading.Event | None = None) -> InputFingerprint:
+def fingerprint(source: str, files: Sequence[LocalFile], abandoned: threading.Event) -> InputFingerprint:
     """Total size and sha256 of the input: of its one file, or of the `sha256sum`-style listing of its files.
 
     Stops with a CancelledError once `abandoned` is set.
@@ -1048,13 +1048,13 @@ def merged_fingerprint(source: str, files: Sequence[InputFingerprint]) -> InputF
                             hashlib.sha256(listing.encode()).hexdigest())
 
 
-def _size_and_sha256(path: Path, abandoned: threading.Event | None = None) -> tuple[int, str]:
+def _size_and_sha256(path: Path, abandoned: threading.Event) -> tuple[int, str]:
     """Size and sha256 of a file, read in chunks so large inputs do not sit in memory; stops with a CancelledError
     once `abandoned` is set."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for chunk in _chunks(stream):
-            if abandoned is not None and abandoned.is_set():
+            if abandoned.is_set():
                 raise CancelledError(f"hashing {path} was abandoned")
             digest.update(chunk)
     return path.stat().st_size, digest.hexdigest()
