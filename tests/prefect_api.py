@@ -34,6 +34,7 @@ def flow_run_logs(flow_run: UUID) -> str:
 
 
 def all_ended(task_runs: dict[str, TaskRun]) -> bool:
+    """Whether there are task runs and every one has ended."""
     return bool(task_runs) and all(run.state is not None and run.state.is_final() for run in task_runs.values())
 
 
